@@ -1,0 +1,69 @@
+"""The ``fastflow`` command: one sub-command per job, each implemented in its own module.
+
+Every sub-command module exposes ``add_arguments(parser: argparse.ArgumentParser) -> None`` and
+``main(args: argparse.Namespace) -> int``. They are imported only when chosen, so ``fastflow decode``
+does not pay for the Docker SDK or the HTTP server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "decode": ("fastflow.cmd_decode", "print every datagram of a capture (text or JSON lines)"),
+    "run": ("fastflow.service", "run the collector, metrics engine, REST API and scaler"),
+    "series": ("fastflow.cmd_series", "replay a capture through the engine and print a query over time"),
+    "replay": ("fastflow.replay", "re-send a capture's datagrams over UDP"),
+    "simulate": ("fastflow.simulate", "emit sFlow from a simulated swarm (UDP or pcap)"),
+    "agent": ("fastflow.agent", "a small Host sFlow-compatible agent for one Docker host"),
+    "demo": ("fastflow.demo", "collector + scaler + dashboard against a simulated swarm"),
+    "plot": ("fastflow.plot", "render a service chart from a capture to PNG"),
+}
+
+LOG_FORMAT = "%(asctime)s %(levelname)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fastflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        # Arguments are added lazily below for the chosen command only.
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Find the chosen command first so only its module is imported.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    if chosen is not None:
+        module = importlib.import_module(COMMANDS[chosen][0])
+        subparser = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr]
+        module.add_arguments(subparser)
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose if chosen not in ("run", "demo", "agent") else (
+        logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

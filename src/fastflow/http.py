@@ -1,0 +1,90 @@
+"""HTTP request/response types and routing shared by every module that serves REST endpoints.
+
+The server itself lives in :mod:`fastflow.api`; modules contribute :class:`Route` lists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer ``status`` with a JSON ``{"error": message}`` body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a 400 :class:`HTTPError` when it is not."""
+        try:
+            return json.loads(self.body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(obj, separators=(",", ":"), allow_nan=False,
+                                       default=_json_default).encode())
+
+
+def error_response(status: int, message: str) -> Response:
+    return json_response({"error": message, "status": status}, status)
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, without importing numpy here
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    mutating: bool = False
+    _regex: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        if self._regex is None:
+            parts = re.split(r"(\{[a-zA-Z_]+\})", self.pattern)
+            rx = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
+                         for p in parts)
+            self._regex = re.compile(f"^{rx}$")
+        m = self._regex.match(path)
+        return m.groupdict() if m else None
