@@ -1,0 +1,534 @@
+"""Flow keys and flow filters, sFlow-RT style, evaluated vectorised over a decoded flow table.
+
+A *key* (``ipsource``, ``tcpdestinationport``, ``macsource``, ...) maps columns of
+:data:`fastflow._schema.FLOW_DTYPE` to a fixed-width integer representation (one or two ``uint64``
+words per sample) plus a ``defined`` mask: a key is undefined for a sample that does not carry it
+(``tcpsourceport`` of a UDP packet, ``ipsource`` of an IPv6 packet). A sample for which any key of a
+flow definition is undefined is not counted in that flow, as in sFlow-RT.
+
+Text forms follow sFlow-RT: IP addresses as text, MACs as 12 upper-case hex digits, numbers in
+decimal, the agent as its address.
+
+A *filter* is parsed once into a tree and evaluated per batch into a boolean mask::
+
+    expr    := term ('|' term)*
+    term    := factor ('&' factor)*
+    factor  := '!' factor | '(' expr ')' | key op values
+    op      := '=' | '!=' | '~' | '!~'
+    values  := value (',' value)*          # a list means "any of" (OR)
+
+``=`` compares text forms exactly (MACs case-insensitively; IP keys also accept ``a.b.c.d/len``
+prefixes), ``~`` is a regular expression that must match the whole text form (Python ``re``
+syntax). A sample without the key never satisfies ``=`` or ``~`` (so it satisfies ``!=``/``!~``).
+Comparisons are done once per *distinct* key value in the batch and mapped back, so the cost is
+``np.unique`` plus a small Python loop over distinct values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._schema import FLOW_BIT
+
+__all__ = [
+    "KEYS",
+    "FilterError",
+    "KeySpec",
+    "KeyColumns",
+    "Filter",
+    "parse_filter",
+    "parse_keys",
+    "key_columns",
+]
+
+_U64 = np.uint64
+_HDR_BIT = 1 << FLOW_BIT["sampled_header"]
+_ETH_BIT = 1 << FLOW_BIT["sampled_ethernet"]
+_SW_BIT = 1 << FLOW_BIT["extended_switch"]
+_GW_BIT = 1 << FLOW_BIT["extended_gateway"]
+_ROUTER_BIT = 1 << FLOW_BIT["extended_router"]
+
+
+class FilterError(ValueError):
+    """A flow definition (keys, value or filter) that cannot be parsed; the message says why."""
+
+
+@dataclass
+class KeyColumns:
+    """One key evaluated over a table: ``words`` (each ``uint64[n]``) and ``defined`` (``bool[n]``)."""
+
+    words: list[np.ndarray]
+    defined: np.ndarray
+
+
+Agents = Callable[[int], str]
+Extract = Callable[[np.ndarray], KeyColumns]
+Format = Callable[[Sequence[int], Agents], str]
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """A flow key: its name, description, how many uint64 words it takes, extract and format."""
+
+    name: str
+    description: str
+    nwords: int
+    extract: Extract
+    fmt: Format
+    kind: str = "number"   # number | ip4 | ip6 | mac | agent | text
+
+
+# ------------------------------------------------------------------------------------------------
+# extractors
+# ------------------------------------------------------------------------------------------------
+def _num(col: str, cond: Callable[[np.ndarray], np.ndarray] | None = None,
+         transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Extract:
+    def extract(f: np.ndarray) -> KeyColumns:
+        v = f[col]
+        if transform is not None:
+            v = transform(v)
+        defined = cond(f) if cond is not None else np.ones(len(f), bool)
+        return KeyColumns([np.asarray(v).astype(_U64)], np.asarray(defined, bool))
+    return extract
+
+
+def _ipv4(col: str) -> Extract:
+    def extract(f: np.ndarray) -> KeyColumns:
+        b = np.ascontiguousarray(f[col][:, 12:16])
+        v = b.view(">u4").reshape(len(f)).astype(_U64)
+        return KeyColumns([v], f["ip_version"] == 4)
+    return extract
+
+
+def _ip16_words(f: np.ndarray, col: str) -> list[np.ndarray]:
+    b = np.ascontiguousarray(f[col]).view(">u8").reshape(len(f), 2).astype(_U64)
+    return [np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1])]
+
+
+def _ipv6(col: str) -> Extract:
+    def extract(f: np.ndarray) -> KeyColumns:
+        return KeyColumns(_ip16_words(f, col), f["ip_version"] == 6)
+    return extract
+
+
+def _ipany(col: str) -> Extract:
+    def extract(f: np.ndarray) -> KeyColumns:
+        return KeyColumns(_ip16_words(f, col), f["ip_version"] != 0)
+    return extract
+
+
+def _nexthop(f: np.ndarray) -> KeyColumns:
+    words = _ip16_words(f, "nexthop")
+    return KeyColumns(words, (f["mask"] & (_ROUTER_BIT | _GW_BIT)) != 0)
+
+
+def _has_eth(f: np.ndarray) -> np.ndarray:
+    hdr_eth = ((f["mask"] & _HDR_BIT) != 0) & (f["header_protocol"] == 1)
+    sampled_eth = ((f["mask"] & _HDR_BIT) == 0) & ((f["mask"] & _ETH_BIT) != 0)
+    return np.asarray(hdr_eth | sampled_eth)
+
+
+def _l4(proto: int, col: str) -> Extract:
+    return _num(col, lambda f: (f["ip_protocol"] == proto) & (f["l4_ok"] == 1)
+                & (f["ip_version"] != 0))
+
+
+def _icmp(col: str) -> Extract:
+    return _num(col, lambda f: (((f["ip_protocol"] == 1) & (f["ip_version"] == 4))
+                                | ((f["ip_protocol"] == 58) & (f["ip_version"] == 6)))
+                & (f["l4_ok"] == 1))
+
+
+def _vlan(f: np.ndarray) -> KeyColumns:
+    hdr = f["vlan"].astype(_U64)
+    sw = f["src_vlan"].astype(_U64)
+    has_sw = (f["mask"] & _SW_BIT) != 0
+    v = np.where(hdr != 0, hdr, sw)
+    return KeyColumns([v], (hdr != 0) | has_sw)
+
+
+def _iface(col: str) -> Extract:
+    def extract(f: np.ndarray) -> KeyColumns:
+        w = f[col].astype(_U64)
+        fmt = w >> _U64(30)
+        val = w & _U64(0x3FFFFFFF)
+        return KeyColumns([val], (fmt == 0) & (val != 0x3FFFFFFF))
+    return extract
+
+
+# ------------------------------------------------------------------------------------------------
+# formatters
+# ------------------------------------------------------------------------------------------------
+def _fmt_num(w: Sequence[int], agents: Agents) -> str:
+    return str(int(w[0]))
+
+
+def _fmt_ip4(w: Sequence[int], agents: Agents) -> str:
+    return str(ipaddress.IPv4Address(int(w[0])))
+
+
+def _fmt_ip16(w: Sequence[int], agents: Agents) -> str:
+    a = ipaddress.IPv6Address((int(w[0]) << 64) | int(w[1]))
+    v4 = a.ipv4_mapped
+    return str(v4) if v4 is not None else str(a)
+
+
+def _fmt_mac(w: Sequence[int], agents: Agents) -> str:
+    return f"{int(w[0]):012X}"
+
+
+def _fmt_agent(w: Sequence[int], agents: Agents) -> str:
+    return agents(int(w[0]))
+
+
+def _fmt_hex4(w: Sequence[int], agents: Agents) -> str:
+    return f"{int(w[0]):04X}"
+
+
+def _ds_extract(f: np.ndarray) -> KeyColumns:
+    return KeyColumns([f["source_id_type"].astype(_U64), f["source_id_index"].astype(_U64)],
+                      np.ones(len(f), bool))
+
+
+def _fmt_ds(w: Sequence[int], agents: Agents) -> str:
+    return data_source_text(int(w[0]), int(w[1]))
+
+
+def data_source_text(cls: int, index: int) -> str:
+    """The sFlow-RT dataSource text of a data source: the ifIndex for class 0, else ``cls.index``."""
+    return str(index) if cls == 0 else f"{cls}.{index}"
+
+
+_KEY_LIST: list[KeySpec] = [
+    KeySpec("agent", "address of the sFlow agent", 1,
+            _num("agent", lambda f: f["agent"] != 0), _fmt_agent, "agent"),
+    KeySpec("datasource", "data source of the flow sample (ifIndex, or class.index)", 2,
+            _ds_extract, _fmt_ds, "text"),
+    KeySpec("inputifindex", "input interface ifIndex (undefined when internal/discarded/multiple)",
+            1, _iface("input"), _fmt_num),
+    KeySpec("outputifindex", "output interface ifIndex (undefined when internal/discarded/multiple)",
+            1, _iface("output"), _fmt_num),
+    KeySpec("macsource", "source MAC address (12 hex digits)", 1,
+            _num("eth_src", _has_eth), _fmt_mac, "mac"),
+    KeySpec("macdestination", "destination MAC address (12 hex digits)", 1,
+            _num("eth_dst", _has_eth), _fmt_mac, "mac"),
+    KeySpec("ethernetprotocol", "Ethernet type (decimal, e.g. 2048 for IPv4)", 1,
+            _num("eth_type", lambda f: f["eth_type"] != 0), _fmt_num),
+    KeySpec("vlan", "802.1Q VLAN (outer tag of the header, else extended_switch source VLAN)", 1,
+            _vlan, _fmt_num),
+    KeySpec("innervlan", "inner 802.1Q VLAN of a QinQ header", 1,
+            _num("inner_vlan", lambda f: f["inner_vlan"] != 0), _fmt_num),
+    KeySpec("ipversion", "IP version (4 or 6)", 1,
+            _num("ip_version", lambda f: f["ip_version"] != 0), _fmt_num),
+    KeySpec("ipsource", "IPv4 source address", 1, _ipv4("ip_src"), _fmt_ip4, "ip4"),
+    KeySpec("ipdestination", "IPv4 destination address", 1, _ipv4("ip_dst"), _fmt_ip4, "ip4"),
+    KeySpec("ipprotocol", "IPv4 protocol", 1,
+            _num("ip_protocol", lambda f: f["ip_version"] == 4), _fmt_num),
+    KeySpec("iptos", "IPv4 type of service", 1,
+            _num("ip_tos", lambda f: f["ip_version"] == 4), _fmt_num),
+    KeySpec("ipttl", "IPv4 time to live", 1,
+            _num("ip_ttl", lambda f: f["ip_version"] == 4), _fmt_num),
+    KeySpec("ip6source", "IPv6 source address", 2, _ipv6("ip_src"), _fmt_ip16, "ip6"),
+    KeySpec("ip6destination", "IPv6 destination address", 2, _ipv6("ip_dst"), _fmt_ip16, "ip6"),
+    KeySpec("ip6nexthdr", "IPv6 next header (upper-layer protocol)", 1,
+            _num("ip_protocol", lambda f: f["ip_version"] == 6), _fmt_num),
+    KeySpec("ip6tos", "IPv6 traffic class", 1,
+            _num("ip_tos", lambda f: f["ip_version"] == 6), _fmt_num),
+    KeySpec("ip6ttl", "IPv6 hop limit", 1,
+            _num("ip_ttl", lambda f: f["ip_version"] == 6), _fmt_num),
+    KeySpec("ipsrc", "source IP address, IPv4 or IPv6 (fastflow extension)", 2,
+            _ipany("ip_src"), _fmt_ip16, "ip6"),
+    KeySpec("ipdst", "destination IP address, IPv4 or IPv6 (fastflow extension)", 2,
+            _ipany("ip_dst"), _fmt_ip16, "ip6"),
+    KeySpec("tcpsourceport", "TCP source port", 1, _l4(6, "src_port"), _fmt_num),
+    KeySpec("tcpdestinationport", "TCP destination port", 1, _l4(6, "dst_port"), _fmt_num),
+    KeySpec("tcpflags", "TCP flags (decimal)", 1, _l4(6, "tcp_flags"), _fmt_num),
+    KeySpec("udpsourceport", "UDP source port", 1, _l4(17, "src_port"), _fmt_num),
+    KeySpec("udpdestinationport", "UDP destination port", 1, _l4(17, "dst_port"), _fmt_num),
+    KeySpec("icmptype", "ICMP / ICMPv6 type", 1, _icmp("icmp_type"), _fmt_num),
+    KeySpec("icmpcode", "ICMP / ICMPv6 code", 1, _icmp("icmp_code"), _fmt_num),
+    KeySpec("ipnexthop", "next hop from extended_router / extended_gateway", 2,
+            _nexthop, _fmt_ip16, "ip6"),
+    KeySpec("bgpas", "the router's own AS (extended_gateway)", 1,
+            _num("as_number", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
+    KeySpec("bgpsourceas", "source AS (extended_gateway)", 1,
+            _num("src_as", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
+    KeySpec("bgpsourcepeeras", "source peer AS (extended_gateway)", 1,
+            _num("src_peer_as", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
+    KeySpec("bgpdestinationas", "destination AS (extended_gateway)", 1,
+            _num("dst_as", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
+    KeySpec("bgpdestinationpeeras", "destination peer AS (extended_gateway)", 1,
+            _num("dst_peer_as", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
+    KeySpec("headerprotocol", "sampled_header protocol (1 Ethernet, 11 IPv4, 12 IPv6)", 1,
+            _num("header_protocol", lambda f: (f["mask"] & _HDR_BIT) != 0), _fmt_num),
+]
+
+KEYS: dict[str, KeySpec] = {k.name: k for k in _KEY_LIST}
+_KEY_NAME_RX = re.compile(r"^[a-z0-9]+$")
+
+
+def parse_keys(text: str | Sequence[str]) -> list[KeySpec]:
+    """``"ipsource,ipdestination"`` (or a list of names) -> key specs; :class:`FilterError` if bad."""
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else \
+        [str(n).strip() for n in text]
+    if not names or any(not n for n in names):
+        raise FilterError("keys must be a non-empty comma-separated list of flow keys")
+    out = []
+    for n in names:
+        spec = KEYS.get(n.lower())
+        if spec is None:
+            raise FilterError(f"unknown flow key {n!r} (GET /flowkeys/json lists them)")
+        out.append(spec)
+    return out
+
+
+def key_columns(spec: KeySpec, flows: np.ndarray) -> KeyColumns:
+    """Evaluate one key over a FLOW_DTYPE table."""
+    return spec.extract(flows)
+
+
+# ------------------------------------------------------------------------------------------------
+# filters
+# ------------------------------------------------------------------------------------------------
+class _Node:
+    def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
+        raise NotImplementedError
+
+
+@dataclass
+class _Or(_Node):
+    parts: list[_Node]
+
+    def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
+        m = self.parts[0].mask(flows, agents, cache)
+        for p in self.parts[1:]:
+            m = m | p.mask(flows, agents, cache)
+        return m
+
+
+@dataclass
+class _And(_Node):
+    parts: list[_Node]
+
+    def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
+        m = self.parts[0].mask(flows, agents, cache)
+        for p in self.parts[1:]:
+            if not m.any():
+                break
+            m = m & p.mask(flows, agents, cache)
+        return m
+
+
+@dataclass
+class _Not(_Node):
+    part: _Node
+
+    def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
+        return ~self.part.mask(flows, agents, cache)
+
+
+def _distinct_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows of the given uint64 columns -> (unique rows (m, k), inverse (n,))."""
+    if len(words) == 1:
+        u, inv = np.unique(words[0], return_inverse=True)
+        return u.reshape(-1, 1), inv.reshape(-1)
+    stacked = np.ascontiguousarray(np.stack(words, axis=1))
+    u, inv = np.unique(stacked, axis=0, return_inverse=True)
+    return u, inv.reshape(-1)
+
+
+@dataclass
+class _Cmp(_Node):
+    key: KeySpec
+    op: str                      # "=", "!=", "~", "!~"
+    values: list[str]
+    regexes: list[re.Pattern[str]]
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+    def _test(self, text: str) -> bool:
+        if self.op in ("~", "!~"):
+            return any(rx.fullmatch(text) for rx in self.regexes)
+        if self.key.kind == "mac":
+            text = text.upper()
+        if text in self.values:
+            return True
+        if self.nets:
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                return False
+            return any(addr.version == n.version and addr in n for n in self.nets)
+        return False
+
+    def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
+        kc = cache.get(self.key.name)
+        if kc is None:
+            kc = cache[self.key.name] = self.key.extract(flows)
+        hit = np.zeros(len(flows), bool)
+        idx = np.flatnonzero(kc.defined)
+        if len(idx):
+            u, inv = _distinct_rows([w[idx] for w in kc.words])
+            ok = np.fromiter((self._test(self.key.fmt(row, agents)) for row in u.tolist()),
+                             bool, count=len(u))
+            hit[idx] = ok[inv]
+        if self.op in ("!=", "!~"):
+            return ~hit
+        return hit
+
+
+_TOKEN_RX = re.compile(r"\s*(?:(\()|(\))|(&)|(\|)|(!=|!~|=|~)|(!)|([^()&|!=~]+))")
+
+
+class Filter:
+    """A parsed sFlow-RT flow filter. ``mask(flows, agents)`` -> ``bool[n]``; ``text`` is the source."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._tokens = self._tokenize(text)
+        self._pos = 0
+        if not self._tokens:
+            raise FilterError("empty filter")
+        self.root = self._expr()
+        if self._pos != len(self._tokens):
+            raise FilterError(f"filter: unexpected {self._tokens[self._pos][1]!r} in {text!r}")
+
+    @property
+    def keys(self) -> set[str]:
+        """Names of the keys the filter reads."""
+        out: set[str] = set()
+
+        def walk(n: _Node) -> None:
+            if isinstance(n, _Cmp):
+                out.add(n.key.name)
+            elif isinstance(n, (_And, _Or)):
+                for p in n.parts:
+                    walk(p)
+            elif isinstance(n, _Not):
+                walk(n.part)
+        walk(self.root)
+        return out
+
+    def mask(self, flows: np.ndarray, agents: Agents,
+             cache: dict[str, KeyColumns] | None = None) -> np.ndarray:
+        """Samples of ``flows`` (FLOW_DTYPE) that pass; ``agents(i)`` gives agent text."""
+        if len(flows) == 0:
+            return np.zeros(0, bool)
+        return self.root.mask(flows, agents, {} if cache is None else cache)
+
+    # -- parsing ------------------------------------------------------------------------------
+    @staticmethod
+    def _tokenize(text: str) -> list[tuple[str, str]]:
+        toks: list[tuple[str, str]] = []
+        pos = 0
+        kinds = ("(", ")", "&", "|", "op", "!", "word")
+        text = text.strip()
+        while pos < len(text):
+            m = _TOKEN_RX.match(text, pos)
+            if m is None or m.end() == pos:
+                raise FilterError(f"filter: cannot parse {text[pos:]!r}")
+            for i, kind in enumerate(kinds):
+                g = m.group(i + 1)
+                if g is not None:
+                    toks.append((kind, g.strip() if kind == "word" else g))
+                    break
+            pos = m.end()
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+        return toks
+
+    def _peek(self) -> str | None:
+        return self._tokens[self._pos][0] if self._pos < len(self._tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        if self._pos >= len(self._tokens):
+            raise FilterError(f"filter: unexpected end of {self.text!r}")
+        t = self._tokens[self._pos]
+        self._pos += 1
+        return t
+
+    def _expr(self) -> _Node:
+        parts = [self._term()]
+        while self._peek() == "|":
+            self._take()
+            parts.append(self._term())
+        return parts[0] if len(parts) == 1 else _Or(parts)
+
+    def _term(self) -> _Node:
+        parts = [self._factor()]
+        while self._peek() == "&":
+            self._take()
+            parts.append(self._factor())
+        return parts[0] if len(parts) == 1 else _And(parts)
+
+    def _factor(self) -> _Node:
+        kind, tok = self._take()
+        if kind == "!":
+            return _Not(self._factor())
+        if kind == "(":
+            node = self._expr()
+            if self._take()[0] != ")":
+                raise FilterError(f"filter: missing ')' in {self.text!r}")
+            return node
+        if kind != "word":
+            raise FilterError(f"filter: expected a key, got {tok!r} in {self.text!r}")
+        spec = KEYS.get(tok.lower())
+        if spec is None:
+            raise FilterError(f"filter: unknown flow key {tok!r}")
+        okind, op = self._take()
+        if okind != "op":
+            raise FilterError(f"filter: expected =, !=, ~ or !~ after {tok!r}")
+        vkind, vtext = self._take()
+        if vkind != "word":
+            raise FilterError(f"filter: expected a value after {tok}{op}")
+        return _make_cmp(spec, op, vtext)
+
+
+def _make_cmp(spec: KeySpec, op: str, vtext: str) -> _Cmp:
+    values = [v.strip() for v in vtext.split(",")]
+    if any(not v for v in values):
+        raise FilterError(f"filter: empty value in {spec.name}{op}{vtext}")
+    regexes: list[re.Pattern[str]] = []
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    exact: list[str] = []
+    if op in ("~", "!~"):
+        for v in values:
+            try:
+                regexes.append(re.compile(v))
+            except re.error as exc:
+                raise FilterError(f"filter: bad regular expression {v!r}: {exc}") from None
+    else:
+        for v in values:
+            if spec.kind in ("ip4", "ip6"):
+                try:
+                    if "/" in v:
+                        nets.append(ipaddress.ip_network(v, strict=False))
+                        continue
+                    exact.append(str(ipaddress.ip_address(v)))
+                except ValueError:
+                    raise FilterError(f"filter: {v!r} is not an address or prefix for "
+                                      f"{spec.name}") from None
+            elif spec.kind == "mac":
+                mac = v.replace(":", "").replace("-", "").upper()
+                if not re.fullmatch(r"[0-9A-F]{12}", mac):
+                    raise FilterError(f"filter: {v!r} is not a MAC address for {spec.name}")
+                exact.append(mac)
+            elif spec.kind == "number":
+                try:
+                    exact.append(str(int(v, 0)))
+                except ValueError:
+                    raise FilterError(f"filter: {v!r} is not a number for {spec.name}") from None
+            else:
+                exact.append(v)
+    return _Cmp(spec, op, exact, regexes, nets)
+
+
+def parse_filter(text: str | None) -> Filter | None:
+    """A :class:`Filter` for ``text``, None for an empty/absent filter; :class:`FilterError` if bad."""
+    if text is None or not str(text).strip():
+        return None
+    return Filter(str(text))

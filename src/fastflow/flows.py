@@ -1,0 +1,536 @@
+"""Top flows: sFlow-RT-style flow definitions accounted over decoded flow samples.
+
+:class:`FlowEngine` is a pipeline sink (``add(batch)``; docs/internals.md section 6). Operators (or
+the dashboard) *define* flows by name::
+
+    PUT /flow/tcp/json  {"keys": "ipsource,ipdestination,tcpdestinationport", "value": "bytes",
+                         "filter": "ipprotocol=6", "t": 2, "n": 100}
+
+and read the largest ones with ``GET /activeflows/ALL/tcp/json``. Accounting, per definition:
+
+* each flow sample counts ``frame_length x sampling_rate`` bytes (``value: bytes``) or
+  ``sampling_rate`` frames (``frames``/``packets``), per (agent, data source, key values);
+* values decay exponentially with time constant ``t`` seconds, so they read as rates (per second):
+  a sample of size ``x`` at time ``ts`` adds ``x/t * exp(-(now - ts)/t)``; a steady stream of ``r``
+  bytes/s reads ``r``. The undecayed total is kept too (``FlowEngine.flows``);
+* a sample whose keys are not all defined (``tcpsourceport`` of a UDP packet) is not counted;
+* the work per batch is vectorised: key columns and the filter mask are numpy arrays, samples are
+  grouped with ``np.unique`` on a void view, sums with ``np.bincount``; Python runs only once per
+  *distinct* flow of the batch;
+* a definition keeps at most ``n`` flows: when its table reaches ``2n`` the smallest are evicted,
+  and flows idle for ``expire_factor x t`` seconds are dropped;
+* definitions made over REST expire after ``definition_ttl`` seconds (default 300) without a
+  ``PUT``/``GET`` of them, so a dashboard defining one flow per query cannot leak;
+  :meth:`FlowEngine.define` with ``persistent=True`` makes one that never expires.
+
+Sequence-number gaps of flow samples per (agent, sub-agent, data source) are counted as lost
+samples (``FlowEngine.stats()``, ``GET /flowstats/json``). Time is the pipeline clock (live wall
+clock, or capture time in a replay) and never runs backwards for the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .flowfilter import (
+    KEYS,
+    Filter,
+    FilterError,
+    KeyColumns,
+    KeySpec,
+    data_source_text,
+    parse_filter,
+    parse_keys,
+)
+from .http import HTTPError, Request, Response, Route, json_response
+
+__all__ = ["FlowEngine", "FlowDefinition", "FilterError", "VALUES"]
+
+log = logging.getLogger(__name__)
+
+VALUES: dict[str, str] = {
+    "bytes": "frame_length x sampling_rate (bytes per second)",
+    "frames": "sampling_rate (frames per second)",
+    "packets": "alias of frames",
+}
+AGG_MODES = ("max", "sum")
+MAX_T = 86400.0
+MAX_N = 100_000
+_GAP_LIMIT = 1 << 20        # a sequence jump beyond this is a restart/reorder, not loss
+
+
+class _ClockLike(Protocol):
+    def now(self) -> float: ...
+
+
+class _WallClock:
+    def now(self) -> float:
+        return time.time()
+
+
+def _agent_lookup(agents: Any) -> Callable[[int], str]:
+    """``batch.agents`` (a StringView: indexable or callable) as a function index -> text."""
+    if agents is None:
+        return lambda i: str(i)
+    if hasattr(agents, "__getitem__"):
+        def get(i: int) -> str:
+            try:
+                return str(agents[i])
+            except (IndexError, KeyError):
+                return str(i)
+        return get
+    if callable(agents):
+        return lambda i: str(agents(i))
+    return lambda i: str(i)
+
+
+@dataclass
+class FlowDefinition:
+    """One named flow definition and its flow table (state arrays indexed by slot)."""
+
+    name: str
+    keys: list[KeySpec]
+    value: str
+    filter: Filter | None
+    t: float
+    n: int
+    persistent: bool = False
+    last_used: float = 0.0                  # monotonic time of the last PUT/GET
+    # flow table
+    slot_of: dict[tuple[int, ...], int] = field(default_factory=dict)
+    key_text: list[str] = field(default_factory=list)
+    agent: list[str] = field(default_factory=list)
+    data_source: list[str] = field(default_factory=list)
+    val: np.ndarray = field(default_factory=lambda: np.zeros(64))
+    last: np.ndarray = field(default_factory=lambda: np.zeros(64))
+    total: np.ndarray = field(default_factory=lambda: np.zeros(64))
+    samples: int = 0                        # flow samples counted into this definition
+    evicted: int = 0                        # flows evicted to keep the table at n
+
+    @property
+    def size(self) -> int:
+        return len(self.key_text)
+
+    def spec(self) -> dict[str, Any]:
+        """The definition as sFlow-RT shows it (GET /flow/{name}/json)."""
+        return {"keys": ",".join(k.name for k in self.keys), "value": self.value,
+                "filter": self.filter.text if self.filter else None, "t": self.t, "n": self.n}
+
+    def same_as(self, other: FlowDefinition) -> bool:
+        return self.spec() == other.spec()
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.val)
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+        for name in ("val", "last", "total"):
+            arr = getattr(self, name)
+            grown = np.zeros(new)
+            grown[:cap] = arr
+            setattr(self, name, grown)
+
+    def decayed(self, now: float) -> np.ndarray:
+        """Every flow's value decayed to ``now`` (rate per second)."""
+        k = self.size
+        dt = np.maximum(now - self.last[:k], 0.0)
+        return self.val[:k] * np.exp(-dt / self.t)
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Compact the table to the slots where ``mask`` is true."""
+        idx = np.flatnonzero(mask)
+        keys = list(self.slot_of.keys())
+        slots = np.fromiter(self.slot_of.values(), np.int64, count=len(keys))
+        new_of = np.full(self.size, -1, np.int64)
+        new_of[idx] = np.arange(len(idx))
+        self.slot_of = {keys[i]: int(new_of[s]) for i, s in enumerate(slots.tolist())
+                        if new_of[s] >= 0}
+        self.key_text = [self.key_text[i] for i in idx.tolist()]
+        self.agent = [self.agent[i] for i in idx.tolist()]
+        self.data_source = [self.data_source[i] for i in idx.tolist()]
+        for name in ("val", "last", "total"):
+            arr = getattr(self, name)
+            out = np.zeros(max(64, len(idx) * 2))
+            out[:len(idx)] = arr[idx]
+            setattr(self, name, out)
+
+
+def _group(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of uint64 columns: (rows (m, k) uint64, inverse (n,) int)."""
+    arr = np.ascontiguousarray(np.stack(cols, axis=1).astype(np.uint64, copy=False))
+    if arr.shape[0] == 0:
+        return arr, np.zeros(0, np.int64)
+    v = arr.view(np.dtype((np.void, arr.shape[1] * 8))).reshape(-1)
+    _, first, inv = np.unique(v, return_index=True, return_inverse=True)
+    return arr[first], inv.reshape(-1)
+
+
+class FlowEngine:
+    """Pipeline sink computing sFlow-RT-style top flows; see the module docstring."""
+
+    def __init__(self, clock: _ClockLike | None = None, definition_ttl: float | None = 300.0,
+                 expire_factor: float = 10.0, max_definitions: int = 1000,
+                 idle_clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock: _ClockLike = clock if clock is not None else _WallClock()
+        self.definition_ttl = definition_ttl
+        self.expire_factor = float(expire_factor)
+        self.max_definitions = int(max_definitions)
+        self._idle_clock = idle_clock
+        self.lock = threading.RLock()
+        self._defs: dict[str, FlowDefinition] = {}
+        self._now = 0.0                      # newest time seen (never goes back)
+        self._last_sweep = 0.0
+        # per (agent, sub_agent_id, source_id): [last_seq, samples, lost, agent text, ds text]
+        self._seq: dict[tuple[int, ...], list[Any]] = {}
+        self.samples = 0
+        self.lost_samples = 0
+
+    # -- definitions ----------------------------------------------------------------------------
+    def define(self, name: str, keys: str | Sequence[str], value: str = "bytes",
+               filter: str | None = None, t: float = 2.0, n: int = 100,
+               persistent: bool = False) -> FlowDefinition:
+        """Create or replace flow definition ``name``; :class:`FilterError` on a bad definition.
+
+        Redefining with identical parameters keeps the accumulated flows."""
+        if not isinstance(name, str) or not name or "/" in name or len(name) > 200:
+            raise FilterError("flow name must be 1-200 characters without '/'")
+        specs = parse_keys(keys)
+        if not isinstance(value, str) or value.lower() not in VALUES:
+            raise FilterError(f"value must be one of {', '.join(VALUES)}, not {value!r}")
+        if filter is not None and not isinstance(filter, str):
+            raise FilterError("filter must be a string")
+        flt = parse_filter(filter)
+        try:
+            tf = float(t)
+        except (TypeError, ValueError):
+            raise FilterError(f"t must be a number of seconds, not {t!r}") from None
+        if not (0 < tf <= MAX_T) or not math.isfinite(tf):
+            raise FilterError(f"t must be > 0 and <= {MAX_T:g} seconds")
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n \
+                or not 1 <= int(n) <= MAX_N:
+            raise FilterError(f"n must be an integer from 1 to {MAX_N}")
+        d = FlowDefinition(name, specs, value.lower(), flt, tf, int(n), persistent,
+                           self._idle_clock())
+        with self.lock:
+            old = self._defs.get(name)
+            if old is not None and old.same_as(d):
+                old.last_used = d.last_used
+                old.persistent = old.persistent or persistent
+                return old
+            if old is None:
+                self._expire_definitions()
+                if len(self._defs) >= self.max_definitions:
+                    raise FilterError(f"too many flow definitions ({self.max_definitions}); "
+                                      "delete some or wait for idle ones to expire")
+            self._defs[name] = d
+        log.debug("flow %s defined: %s", name, d.spec())
+        return d
+
+    def delete(self, name: str) -> bool:
+        """Remove definition ``name``; False when there was none."""
+        with self.lock:
+            return self._defs.pop(name, None) is not None
+
+    def definition(self, name: str, touch: bool = True) -> FlowDefinition | None:
+        with self.lock:
+            self._expire_definitions()
+            d = self._defs.get(name)
+            if d is not None and touch:
+                d.last_used = self._idle_clock()
+            return d
+
+    def definitions(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            self._expire_definitions()
+            return {name: d.spec() for name, d in self._defs.items()}
+
+    def _expire_definitions(self) -> None:
+        if self.definition_ttl is None:
+            return
+        cutoff = self._idle_clock() - self.definition_ttl
+        for name in [n for n, d in self._defs.items() if not d.persistent and d.last_used < cutoff]:
+            log.info("flow definition %s expired (not queried for %.0f s)", name,
+                     self.definition_ttl)
+            del self._defs[name]
+
+    # -- accounting -----------------------------------------------------------------------------
+    def add(self, tables: Any) -> None:
+        """Account the flow samples of one pipeline batch (``tables.flows``, ``tables.agents``)."""
+        flows = getattr(tables, "flows", None)
+        if flows is None or len(flows) == 0:
+            return
+        agents = _agent_lookup(getattr(tables, "agents", None))
+        self.add_flows(flows, agents)
+
+    def add_flows(self, flows: np.ndarray, agents: Callable[[int], str]) -> None:
+        """Account a FLOW_DTYPE table; ``agents(i)`` gives the text of agent index ``i``."""
+        n = len(flows)
+        if n == 0:
+            return
+        with self.lock:
+            ts = flows["ts"]
+            now = max(self.clock.now(), float(ts.max()), self._now)
+            self._now = now
+            self.samples += n
+            self._count_loss(flows, agents)
+            if not self._defs:
+                return
+            rate = np.maximum(flows["sampling_rate"], 1).astype(np.float64)
+            frame_bytes = flows["frame_length"].astype(np.float64) * rate
+            age = np.where(ts > 0, np.maximum(now - ts, 0.0), 0.0)
+            cache: dict[str, KeyColumns] = {}
+            base = [flows["agent"].astype(np.uint64), flows["source_id_type"].astype(np.uint64),
+                    flows["source_id_index"].astype(np.uint64)]
+            for d in list(self._defs.values()):
+                self._account(d, flows, agents, cache, base, rate, frame_bytes, age, now)
+            if now - self._last_sweep >= 1.0:
+                self._last_sweep = now
+                for d in self._defs.values():
+                    self._prune(d, now)
+
+    def _account(self, d: FlowDefinition, flows: np.ndarray, agents: Callable[[int], str],
+                 cache: dict[str, KeyColumns], base: list[np.ndarray], rate: np.ndarray,
+                 frame_bytes: np.ndarray, age: np.ndarray, now: float) -> None:
+        sel = np.ones(len(flows), bool)
+        if d.filter is not None:
+            sel &= d.filter.mask(flows, agents, cache)
+        cols = list(base)
+        for spec in d.keys:
+            kc = cache.get(spec.name)
+            if kc is None:
+                kc = cache[spec.name] = spec.extract(flows)
+            sel &= kc.defined
+            cols.extend(kc.words)
+        idx = np.flatnonzero(sel)
+        if len(idx) == 0:
+            return
+        x = (frame_bytes if d.value == "bytes" else rate)[idx]
+        rows, inv = _group([c[idx] for c in cols])
+        m = len(rows)
+        raw = np.bincount(inv, weights=x, minlength=m)
+        w = np.bincount(inv, weights=x * np.exp(-age[idx] / d.t), minlength=m)
+        d.samples += len(idx)
+        slots = np.empty(m, np.int64)
+        slot_of = d.slot_of
+        for i, row in enumerate(map(tuple, rows.tolist())):
+            s = slot_of.get(row)
+            if s is None:
+                s = self._new_slot(d, row, agents)
+            slots[i] = s
+        dt = np.maximum(now - d.last[slots], 0.0)
+        d.val[slots] = d.val[slots] * np.exp(-dt / d.t) + w / d.t
+        d.last[slots] = now
+        d.total[slots] += raw
+        if d.size >= 2 * d.n:
+            self._prune(d, now)
+
+    @staticmethod
+    def _new_slot(d: FlowDefinition, row: tuple[int, ...], agents: Callable[[int], str]) -> int:
+        s = d.size
+        d._grow(s + 1)
+        parts = []
+        pos = 3
+        for spec in d.keys:
+            parts.append(spec.fmt(row[pos:pos + spec.nwords], agents))
+            pos += spec.nwords
+        d.key_text.append(",".join(parts))
+        d.agent.append(agents(int(row[0])))
+        d.data_source.append(data_source_text(int(row[1]), int(row[2])))
+        d.val[s] = 0.0
+        d.last[s] = 0.0
+        d.total[s] = 0.0
+        d.slot_of[row] = s
+        return s
+
+    def _prune(self, d: FlowDefinition, now: float) -> None:
+        """Drop idle flows; when more than ``n`` remain, keep the ``n`` largest."""
+        k = d.size
+        if k == 0:
+            return
+        alive = (now - d.last[:k]) <= self.expire_factor * d.t
+        if k >= 2 * d.n and alive.sum() > d.n:
+            vals = np.where(alive, d.decayed(now), -1.0)
+            top = np.argpartition(-vals, d.n - 1)[:d.n]
+            keep = np.zeros(k, bool)
+            keep[top] = True
+            keep &= alive
+            d.evicted += int(alive.sum() - keep.sum())
+            alive = keep
+        if not alive.all():
+            d.keep(alive)
+
+    def _count_loss(self, flows: np.ndarray, agents: Callable[[int], str]) -> None:
+        cols = [flows["agent"].astype(np.uint64), flows["sub_agent_id"].astype(np.uint64),
+                flows["source_id"].astype(np.uint64)]
+        rows, inv = _group(cols)
+        order = np.argsort(inv, kind="stable")
+        g = inv[order]
+        seq = flows["sequence_number"][order].astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        ends = np.r_[starts[1:], len(g)]
+        # gaps inside the batch
+        d = (seq[1:] - seq[:-1]) & 0xFFFFFFFF
+        inner = np.where((d > 1) & (d <= _GAP_LIMIT) & (g[1:] == g[:-1]), d - 1, 0)
+        inner_lost = np.add.reduceat(np.r_[inner, 0], starts) if len(inner) else \
+            np.zeros(len(starts), np.int64)
+        for gi, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            key = tuple(rows[g[a]].tolist())
+            st = self._seq.get(key)
+            lost = int(inner_lost[gi]) if b - a > 1 else 0
+            if st is None:
+                agent = agents(int(key[0]))
+                sid = int(key[2])
+                st = self._seq[key] = [0, 0, 0, agent,
+                                       data_source_text(sid >> 24, sid & 0xFFFFFF)]
+            else:
+                gap = (int(seq[a]) - st[0]) & 0xFFFFFFFF
+                if 1 < gap <= _GAP_LIMIT:
+                    lost += gap - 1
+            st[0] = int(seq[b - 1])
+            st[1] += b - a
+            st[2] += lost
+            self.lost_samples += lost
+
+    # -- queries --------------------------------------------------------------------------------
+    def now(self) -> float:
+        """The engine's time: the clock, never earlier than the newest sample seen."""
+        return max(self.clock.now(), self._now)
+
+    def flows(self, name: str, now: float | None = None) -> list[dict[str, Any]]:
+        """Every flow of ``name`` (per agent and data source) with its rate and undecayed total."""
+        with self.lock:
+            d = self._defs.get(name)
+            if d is None:
+                raise KeyError(name)
+            t = self.now() if now is None else now
+            vals = d.decayed(t)
+            return [{"key": d.key_text[i], "agent": d.agent[i], "dataSource": d.data_source[i],
+                     "value": float(vals[i]), "total": float(d.total[i])}
+                    for i in range(d.size)]
+
+    def active_flows(self, agents: str, name: str, max_flows: int | None = None,
+                     min_value: float = 0.0, agg_mode: str = "max") -> list[dict[str, Any]]:
+        """sFlow-RT ``/activeflows``: flows aggregated over data sources, largest first.
+
+        ``agents`` is "ALL" or a ``;``-separated list of agent addresses. ``agg_mode`` "max" reports
+        the largest data source's value, "sum" the sum over data sources (agent/dataSource are
+        those of the largest contributor)."""
+        if agg_mode not in AGG_MODES:
+            raise FilterError(f"aggMode must be one of {', '.join(AGG_MODES)}")
+        d = self.definition(name)
+        if d is None:
+            raise KeyError(name)
+        with self.lock:
+            now = self.now()
+            if d.size == 0:
+                return []
+            alive = (now - d.last[:d.size]) <= self.expire_factor * d.t
+            vals = np.where(alive, d.decayed(now), 0.0)
+            want = None if agents.strip().upper() in ("ALL", "") else \
+                {a.strip() for a in agents.replace(",", ";").split(";") if a.strip()}
+            best: dict[str, list[Any]] = {}
+            for i in np.flatnonzero(vals > 0).tolist():
+                if want is not None and d.agent[i] not in want:
+                    continue
+                v = float(vals[i])
+                cur = best.get(d.key_text[i])
+                if cur is None:
+                    best[d.key_text[i]] = [v, v, d.agent[i], d.data_source[i]]
+                else:
+                    cur[1] += v
+                    if v > cur[0]:
+                        cur[0], cur[2], cur[3] = v, d.agent[i], d.data_source[i]
+            out = [{"key": k, "value": (b[1] if agg_mode == "sum" else b[0]), "agent": b[2],
+                    "dataSource": b[3]} for k, b in best.items()]
+        out = [o for o in out if o["value"] >= min_value and math.isfinite(o["value"])]
+        out.sort(key=lambda o: (-o["value"], o["key"]))
+        limit = d.n if max_flows is None else max_flows
+        return out[:max(0, limit)]
+
+    def stats(self) -> dict[str, Any]:
+        """Flow samples seen and lost (sequence gaps), in total and per data source."""
+        with self.lock:
+            return {"samples": self.samples, "lostSamples": self.lost_samples,
+                    "definitions": len(self._defs),
+                    "dataSources": [{"agent": st[3], "subAgentId": k[1], "dataSource": st[4],
+                                     "samples": st[1], "lostSamples": st[2],
+                                     "lastSequence": st[0]}
+                                    for k, st in self._seq.items()]}
+
+    # -- REST -----------------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        """The sFlow-RT flow endpoints (see README) as :class:`fastflow.http.Route` objects."""
+        return [
+            Route("GET", "/flowkeys/json", self._h_flowkeys),
+            Route("GET", "/flowstats/json", lambda r: json_response(self.stats())),
+            Route("GET", "/flow/json", lambda r: json_response(self.definitions())),
+            Route("GET", "/flow/{name}/json", self._h_get),
+            Route("PUT", "/flow/{name}/json", self._h_put, mutating=True),
+            Route("POST", "/flow/{name}/json", self._h_put, mutating=True),
+            Route("DELETE", "/flow/{name}/json", self._h_delete, mutating=True),
+            Route("GET", "/activeflows/{agents}/{name}/json", self._h_active),
+        ]
+
+    def _h_flowkeys(self, req: Request) -> Response:
+        return json_response({k: v.description for k, v in KEYS.items()})
+
+    def _h_get(self, req: Request) -> Response:
+        d = self.definition(req.params["name"])
+        if d is None:
+            raise HTTPError(404, f"no flow definition {req.params['name']!r}")
+        return json_response(d.spec())
+
+    def _h_put(self, req: Request) -> Response:
+        body = req.json()
+        if not isinstance(body, dict):
+            raise HTTPError(400, "flow definition must be a JSON object "
+                                 '{"keys", "value", "filter", "t", "n"}')
+        unknown = set(body) - {"keys", "value", "filter", "t", "n", "fs", "log", "flowStart",
+                               "activeTimeout"}
+        if unknown:
+            raise HTTPError(400, f"unknown flow definition field(s): {', '.join(sorted(unknown))}")
+        if "keys" not in body:
+            raise HTTPError(400, "flow definition needs \"keys\"")
+        try:
+            d = self.define(req.params["name"], body["keys"], body.get("value", "bytes"),
+                            body.get("filter"), body.get("t", 2.0), body.get("n", 100))
+        except FilterError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return json_response(d.spec())
+
+    def _h_delete(self, req: Request) -> Response:
+        if not self.delete(req.params["name"]):
+            raise HTTPError(404, f"no flow definition {req.params['name']!r}")
+        return Response(204)
+
+    def _h_active(self, req: Request) -> Response:
+        def num(name: str, default: float | None, cast: Callable[[str], float]) -> float | None:
+            v = req.arg(name)
+            if v is None or v == "":
+                return default
+            try:
+                out = cast(v)
+            except ValueError:
+                raise HTTPError(400, f"{name} must be a number, not {v!r}") from None
+            if not math.isfinite(out):
+                raise HTTPError(400, f"{name} must be finite")
+            return out
+        max_flows = num("maxFlows", None, int)
+        min_value = num("minValue", 0.0, float)
+        try:
+            out = self.active_flows(req.params["agents"], req.params["name"],
+                                    None if max_flows is None else int(max_flows),
+                                    float(min_value or 0.0), req.arg("aggMode", "max") or "max")
+        except KeyError:
+            raise HTTPError(404, f"no flow definition {req.params['name']!r}") from None
+        except FilterError as exc:
+            raise HTTPError(400, str(exc)) from None
+        return json_response(out)
