@@ -366,7 +366,11 @@ def _walk_pcapng(f: IO[bytes], stats: list[int]) -> Iterator[tuple[int, float, b
                     break
                 if code == 9 and olen >= 1:
                     r = body[p]
-                    units = (1 << (r & 0x7F)) if r & 0x80 else 10 ** r
+                    if r & 0x80:
+                        if r & 0x7F <= 62:
+                            units = 1 << (r & 0x7F)
+                    elif r <= 18:  # finer than 1e-18 s cannot be real; keep the default
+                        units = 10**r
                 elif code == 14 and olen >= 8:
                     tsoff = struct.unpack_from(e + "q", body, p)[0]
                 p += (olen + 3) & ~3
