@@ -136,7 +136,7 @@ class ServiceState:
                 "mode": self.policy.mode, "current": self.current, "desired": self.desired,
                 "status": self.status, "metrics": d.values if d else {},
                 "decision": d.to_dict() if d else None, "reason": d.reason if d else self.status,
-                "config": p}
+                "config": p, "staleness": self.policy.staleness}
 
 
 class Scaler:

@@ -184,6 +184,8 @@ class Policy:
         """The configuration keys (as accepted by :meth:`from_dict`)."""
         d = {k: getattr(self, k) for k in DEFAULTS}
         d["service"] = self.service
+        if not self.staleness_set:
+            d["staleness"] = None  # derived from interval
         return d
 
     def required_metrics(self) -> list[str]:
