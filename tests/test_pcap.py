@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from _pcap_util import (
     epb,
     eth,
@@ -24,9 +27,6 @@ from _pcap_util import (
     spb,
     write_classic,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from fastflow import pcap
 
 try:
