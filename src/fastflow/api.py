@@ -523,8 +523,13 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
     """
     t0 = time.time() if started is None else started
 
+    lock = getattr(pipeline, "lock", None)
+
     def errors() -> dict[str, int]:
         try:
+            if lock is not None:
+                with lock:
+                    return {k: int(v) for k, v in dict(pipeline.errors()).items()}
             return {k: int(v) for k, v in dict(pipeline.errors()).items()}
         except Exception:  # noqa: BLE001
             log.exception("pipeline.errors() failed")
