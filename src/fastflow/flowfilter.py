@@ -147,9 +147,8 @@ def _icmp(col: str) -> Extract:
 def _vlan(f: np.ndarray) -> KeyColumns:
     hdr = f["vlan"].astype(_U64)
     sw = f["src_vlan"].astype(_U64)
-    has_sw = (f["mask"] & _SW_BIT) != 0
-    v = np.where(hdr != 0, hdr, sw)
-    return KeyColumns([v], (hdr != 0) | has_sw)
+    v = np.where(hdr != 0, hdr, np.where((f["mask"] & _SW_BIT) != 0, sw, 0))
+    return KeyColumns([v], v != 0)
 
 
 def _iface(col: str) -> Extract:
