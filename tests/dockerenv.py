@@ -2,7 +2,8 @@
 
 Use from a test module::
 
-    from dockerenv import docker_client, swarm  # noqa: F401  (pytest fixtures)
+    from dockerenv import docker_client_fixture, swarm_fixture  # noqa: F401  (pytest fixtures
+    # "docker_client" and "swarm"; the imports register them in the test module)
 
     def test_x(swarm):                      # a SwarmHelper; everything it creates is removed after
         svc = swarm.create_service("web", ["sleep", "300"], replicas=1)
@@ -186,8 +187,8 @@ class SwarmHelper:
         self.containers.clear()
 
 
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
+@pytest.fixture(scope="session", name="docker_client")
+def docker_client_fixture() -> Iterator[Any]:
     """A ``docker.DockerClient`` for a running swarm-mode engine with the test image."""
     reason = ensure_engine()
     if reason is not None:
@@ -201,8 +202,8 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
-@pytest.fixture
-def swarm(docker_client: Any) -> Iterator[SwarmHelper]:
+@pytest.fixture(name="swarm")
+def swarm_fixture(docker_client: Any) -> Iterator[SwarmHelper]:
     """A :class:`SwarmHelper`; whatever it created is removed after the test."""
     helper = SwarmHelper(docker_client)
     try:
