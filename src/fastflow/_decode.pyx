@@ -1,0 +1,1031 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython table decoder: sFlow v5 datagrams -> numpy tables (the collector's hot core).
+
+``Decoder.feed`` walks a batch of datagrams held in one byte buffer without the GIL and appends one
+row per datagram / counter sample / flow sample to preallocated numpy structured arrays with the
+dtypes of ``fastflow._schema``. The rules it follows (what drops a datagram, a sample or a record,
+which reason is counted) are in docs/internals.md section 2; the pure-Python reference
+``fastflow._pydecode`` follows the same rules and the test suite compares the two row for row.
+
+Layout of the code: datagram walk (``_datagram``) -> sample walk (``_counter_sample`` /
+``_flow_sample``) -> record decoders. Fixed-layout counter records are decoded from a table built at
+construction from ``_schema.COUNTER_RECORDS`` and the column offsets of ``COUNTER_DTYPE``, so the
+schema stays the single source of truth; host_descr / host_adapters and the flow records (with the
+sampled-header parser) are hand-coded. Every read is checked against the enclosing structure.
+"""
+
+import ipaddress
+import sys
+
+import numpy as np
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
+
+from fastflow import _schema
+
+if sys.byteorder != "little":  # pragma: no cover - the rows are written little-endian in place
+    raise ImportError("fastflow._decode needs a little-endian host")
+
+# Reason codes as C constants; checked against the schema below (the schema is the contract).
+cdef enum:
+    R_OK = 0
+    R_TRUNCATED_HEADER = 1
+    R_BAD_VERSION = 2
+    R_BAD_AGENT_ADDRESS = 3
+    R_SAMPLE_OVERRUN = 4
+    R_SAMPLE_TOO_SHORT = 5
+    R_RECORD_OVERRUN = 6
+    R_RECORD_TOO_SHORT = 7
+    R_TRAILING_BYTES = 8
+    R_UNKNOWN_SAMPLE = 9
+    R_UNKNOWN_RECORD = 10
+    R_DISCARD_EVENT = 11
+    R_TABLE_FULL = 12
+    N_REASONS_C = 13
+
+_EXPECTED_CODES = {
+    "ok": R_OK, "truncated_header": R_TRUNCATED_HEADER, "bad_version": R_BAD_VERSION,
+    "bad_agent_address": R_BAD_AGENT_ADDRESS, "sample_overrun": R_SAMPLE_OVERRUN,
+    "sample_too_short": R_SAMPLE_TOO_SHORT, "record_overrun": R_RECORD_OVERRUN,
+    "record_too_short": R_RECORD_TOO_SHORT, "trailing_bytes": R_TRAILING_BYTES,
+    "unknown_sample": R_UNKNOWN_SAMPLE, "unknown_record": R_UNKNOWN_RECORD,
+    "discard_event": R_DISCARD_EVENT, "table_full": R_TABLE_FULL,
+}
+if dict(_schema.REASON_CODE) != _EXPECTED_CODES or _schema.N_REASONS != N_REASONS_C:
+    raise ImportError("fastflow._decode was built for a different _schema.REASONS; rebuild it")
+
+MIN_CAPACITY = 4096
+
+# flow record mask bits (from the schema)
+cdef uint32_t B_HEADER = 1u << _schema.FLOW_BIT["sampled_header"]
+cdef uint32_t B_ETH = 1u << _schema.FLOW_BIT["sampled_ethernet"]
+cdef uint32_t B_IPV4 = 1u << _schema.FLOW_BIT["sampled_ipv4"]
+cdef uint32_t B_IPV6 = 1u << _schema.FLOW_BIT["sampled_ipv6"]
+cdef uint32_t B_SWITCH = 1u << _schema.FLOW_BIT["extended_switch"]
+cdef uint32_t B_ROUTER = 1u << _schema.FLOW_BIT["extended_router"]
+cdef uint32_t B_GATEWAY = 1u << _schema.FLOW_BIT["extended_gateway"]
+
+cdef enum:
+    K_FIXED = 0
+    K_HOST_DESCR = 1
+    K_HOST_ADAPTERS = 2
+
+
+cdef inline uint64_t _mac(const uint8_t *p) noexcept nogil:
+    """48-bit MAC (6 bytes, first most significant) as an integer."""
+    return (<uint64_t>ff_be16(p) << 32) | ff_be32(p + 2)
+
+
+cdef inline void _mapped4(uint8_t *d, const uint8_t *s) noexcept nogil:
+    """16-byte column from an IPv4 address: ::ffff:a.b.c.d."""
+    memset(d, 0, 10)
+    d[10] = 0xFF
+    d[11] = 0xFF
+    memcpy(d + 12, s, 4)
+
+
+def _col(dtype, name):
+    return <int32_t>dtype.fields[name][1]
+
+
+cdef int _intern_init(Intern *t) noexcept nogil:
+    memset(t, 0, sizeof(Intern))
+    t.ent_cap = 1024
+    t.arena_cap = 16384
+    t.ent_off = <uint32_t *>malloc(t.ent_cap * sizeof(uint32_t))
+    t.ent_len = <uint32_t *>malloc(t.ent_cap * sizeof(uint32_t))
+    t.ent_hash = <uint32_t *>malloc(t.ent_cap * sizeof(uint32_t))
+    t.arena = <uint8_t *>malloc(t.arena_cap)
+    t.slot_mask = 4096 - 1
+    t.slots = <uint32_t *>malloc(4096 * sizeof(uint32_t))
+    if not (t.ent_off and t.ent_len and t.ent_hash and t.arena and t.slots):
+        return 0
+    memset(t.slots, 0, 4096 * sizeof(uint32_t))
+    return 1
+
+
+cdef void _intern_free(Intern *t) noexcept nogil:
+    free(t.ent_off)
+    free(t.ent_len)
+    free(t.ent_hash)
+    free(t.arena)
+    free(t.slots)
+    memset(t, 0, sizeof(Intern))
+
+
+cdef int _intern_add(Intern *t, const uint8_t *key, uint32_t n, uint32_t h) noexcept nogil:
+    """Append an entry (no lookup, no slot); 0 on allocation failure."""
+    cdef uint32_t newcap
+    cdef size_t acap
+    cdef void *q
+    if t.n == t.ent_cap:
+        newcap = t.ent_cap * 2
+        q = realloc(t.ent_off, newcap * sizeof(uint32_t))
+        if q == NULL:
+            return 0
+        t.ent_off = <uint32_t *>q
+        q = realloc(t.ent_len, newcap * sizeof(uint32_t))
+        if q == NULL:
+            return 0
+        t.ent_len = <uint32_t *>q
+        q = realloc(t.ent_hash, newcap * sizeof(uint32_t))
+        if q == NULL:
+            return 0
+        t.ent_hash = <uint32_t *>q
+        t.ent_cap = newcap
+    if t.arena_len + n > t.arena_cap:
+        acap = t.arena_cap * 2
+        while t.arena_len + n > acap:
+            acap *= 2
+        q = realloc(t.arena, acap)
+        if q == NULL:
+            return 0
+        t.arena = <uint8_t *>q
+        t.arena_cap = acap
+    if n:
+        memcpy(t.arena + t.arena_len, key, n)
+    t.ent_off[t.n] = <uint32_t>t.arena_len
+    t.ent_len[t.n] = n
+    t.ent_hash[t.n] = h
+    t.arena_len += n
+    t.n += 1
+    return 1
+
+
+cdef int _intern_rehash(Intern *t) noexcept nogil:
+    """Double the slot table; 0 on allocation failure (the old table stays)."""
+    cdef uint32_t size = (t.slot_mask + 1) * 2
+    cdef uint32_t mask = size - 1
+    cdef uint32_t *slots = <uint32_t *>malloc(size * sizeof(uint32_t))
+    cdef uint32_t e, i
+    if slots == NULL:
+        return 0
+    memset(slots, 0, size * sizeof(uint32_t))
+    for e in range(t.n):
+        i = t.ent_hash[e] & mask
+        while slots[i] != 0:
+            i = (i + 1) & mask
+        slots[i] = e + 1
+    free(t.slots)
+    t.slots = slots
+    t.slot_mask = mask
+    return 1
+
+
+cdef class Decoder:
+    """sFlow v5 table decoder (Cython). See docs/internals.md section 2 for the contract."""
+
+    def __cinit__(self, *args, **kwargs):
+        memset(&self._strings, 0, sizeof(Intern))
+        memset(&self._agents, 0, sizeof(Intern))
+
+    def __init__(self, datagram_capacity: int = 8192, counter_capacity: int = 32768,
+                 flow_capacity: int = 32768, *, max_interned: int = _schema.MAX_INTERNED) -> None:
+        for name, cap in (("datagram_capacity", datagram_capacity),
+                          ("counter_capacity", counter_capacity), ("flow_capacity", flow_capacity)):
+            if int(cap) < MIN_CAPACITY:
+                raise ValueError(f"{name} must be >= {MIN_CAPACITY}, got {cap}")
+            if int(cap) > (1 << 31):
+                raise ValueError(f"{name} must be < 2**31, got {cap}")
+        if not 2 <= int(max_interned) <= (1 << 31):
+            raise ValueError(f"max_interned must be in 2 .. 2**31, got {max_interned}")
+        self.datagram_capacity = int(datagram_capacity)
+        self.counter_capacity = int(counter_capacity)
+        self.flow_capacity = int(flow_capacity)
+        self.max_interned = int(max_interned)
+        # One spare row per table: a sample is decoded into row n even when n == capacity, and only
+        # keeping it would overflow (so capacity is checked only for rows that are really kept).
+        self._dg_arr = np.zeros(self.datagram_capacity + 1, _schema.DATAGRAM_DTYPE)
+        self._ctr_arr = np.zeros(self.counter_capacity + 1, _schema.COUNTER_DTYPE)
+        self._flow_arr = np.zeros(self.flow_capacity + 1, _schema.FLOW_DTYPE)
+        self._dg = <uint8_t *><size_t>self._dg_arr.ctypes.data
+        self._ctr = <uint8_t *><size_t>self._ctr_arr.ctypes.data
+        self._flow = <uint8_t *><size_t>self._flow_arr.ctypes.data
+        self._dg_size = _schema.DATAGRAM_DTYPE.itemsize
+        self._ctr_size = _schema.COUNTER_DTYPE.itemsize
+        self._flow_size = _schema.FLOW_DTYPE.itemsize
+        self.n_datagrams = self.n_counters = self.n_flows = 0
+        memset(self._errors, 0, sizeof(self._errors))
+        memset(self._derr, 0, sizeof(self._derr))
+        memset(self._is_error, 0, sizeof(self._is_error))
+        for i, (_name, kind, _descr) in enumerate(_schema.REASONS):
+            self._is_error[i] = kind == "error"
+        self._busy = False
+        self._init_columns()
+        self._init_counter_table()
+        _intern_free(&self._strings)
+        _intern_free(&self._agents)
+        if not (_intern_init(&self._strings) and _intern_init(&self._agents)):
+            raise MemoryError("cannot allocate the intern tables")
+        # index 0: "" in the string table; a reserved empty key in the agent table (agent keys
+        # always hold at least the address-type byte, so it never matches a real agent)
+        _intern_add(&self._strings, NULL, 0, ff_hash(NULL, 0))
+        self._strings.slots[ff_hash(NULL, 0) & self._strings.slot_mask] = 1
+        _intern_add(&self._agents, NULL, 0, 0)
+        self._strings_text = [""]
+        self._agents_text = [""]
+
+    def __dealloc__(self):
+        _intern_free(&self._strings)
+        _intern_free(&self._agents)
+
+    # ---------------------------------------------------------------------------------------------
+    # construction helpers: column offsets and the counter-record table from the schema
+    # ---------------------------------------------------------------------------------------------
+    def _init_columns(self):
+        d = _schema.DATAGRAM_DTYPE
+        c = _schema.COUNTER_DTYPE
+        f = _schema.FLOW_DTYPE
+        for name in ("ts", "agent", "sub_agent_id", "sequence_number", "uptime", "num_samples",
+                     "n_counters", "n_flows", "length", "status", "agent_af"):
+            (<int32_t *>&self._dc)[_DG_FIELDS.index(name)] = _col(d, name)
+        for i, name in enumerate(_SAMPLE_FIELDS):
+            (<int32_t *>&self._cc)[i] = _col(c, name)
+            (<int32_t *>&self._fc)[i] = _col(f, name)
+        for i, name in enumerate(_HOST_FIELDS):
+            (<int32_t *>&self._hc)[i] = _col(c, name)
+        for i, name in enumerate(_FLOW_FIELDS):
+            (<int32_t *>&self._f)[i] = _col(f, name)
+
+    def _init_counter_table(self):
+        cdef CRec *rec
+        cdtype = _schema.COUNTER_DTYPE
+        for i in range(4096):
+            self._rec_by_fmt[i] = -1
+        nf = 0
+        recs = _schema.COUNTER_RECORDS
+        if len(recs) > 32:
+            raise RuntimeError("too many counter records for the decoder's table")
+        for idx, (fmt, name, min_len, fields) in enumerate(recs):
+            if not 0 <= fmt < 4096:
+                raise RuntimeError(f"counter record format {fmt} out of range")
+            rec = &self._recs[idx]
+            rec.kind = {"host_descr": K_HOST_DESCR, "host_adapters": K_HOST_ADAPTERS}.get(
+                name, K_FIXED)
+            rec.min_len = min_len
+            rec.bit = 1u << _schema.COUNTER_BIT[name]
+            rec.first = nf
+            rec.count = 0
+            rec.full_len = min_len
+            if rec.kind == K_FIXED:
+                for _json, col, off, typ in fields:
+                    size = 8 if typ == "u64" else 4
+                    if typ not in ("u32", "u64", "i32", "f32") or off is None:
+                        raise RuntimeError(f"{name}.{col}: fixed layout expected, got {typ}")
+                    if cdtype.fields[col][0].itemsize != size:
+                        raise RuntimeError(f"{name}.{col}: column size does not match the wire")
+                    if nf >= 256:
+                        raise RuntimeError("too many counter fields for the decoder's table")
+                    self._fields[nf].wire_off = off
+                    self._fields[nf].col_off = cdtype.fields[col][1]
+                    self._fields[nf].size = size
+                    rec.full_len = max(rec.full_len, off + size)
+                    nf += 1
+                    rec.count += 1
+            self._rec_by_fmt[fmt] = idx
+        self._nrecs = len(recs)
+
+    # ---------------------------------------------------------------------------------------------
+    # public API
+    # ---------------------------------------------------------------------------------------------
+    def feed(self, buf, offsets, lengths, ts=None) -> int:
+        """Decode datagrams ``buf[offsets[i]:offsets[i]+lengths[i]]``; return how many were taken.
+
+        Fewer than ``len(offsets)`` only when a table is full: read the tables, ``clear()``, and feed
+        the rest. Runs without the GIL.
+        """
+        cdef Py_buffer view
+        cdef const int64_t[::1] offs
+        cdef const int64_t[::1] lens
+        cdef const double[::1] tsv
+        cdef double ts0 = 0.0
+        cdef bint per_ts = False
+        cdef Py_ssize_t n, i, k = 0
+        cdef const uint8_t *base
+        offs_a = np.ascontiguousarray(offsets, np.int64)
+        lens_a = np.ascontiguousarray(lengths, np.int64)
+        if offs_a.ndim != 1 or lens_a.ndim != 1 or offs_a.shape[0] != lens_a.shape[0]:
+            raise ValueError("offsets and lengths must be 1-D arrays of the same length")
+        n = offs_a.shape[0]
+        if ts is None:
+            ts0 = 0.0
+        elif np.ndim(ts) == 0:
+            ts0 = float(ts)
+        else:
+            ts_a = np.ascontiguousarray(ts, np.float64)
+            if ts_a.ndim != 1 or ts_a.shape[0] != n:
+                raise ValueError(f"ts must be None, a float or a float64 array of length {n}")
+            tsv = ts_a
+            per_ts = True
+        if self._busy:
+            raise RuntimeError("Decoder.feed called while another feed is running on it")
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            if n:
+                if (offs_a < 0).any() or (lens_a < 0).any():
+                    raise ValueError("negative offset or length")
+                bad = np.flatnonzero(offs_a > view.len - lens_a)
+                if bad.size:
+                    j = int(bad[0])
+                    raise ValueError(f"datagram {j}: offset {int(offs_a[j])} + length "
+                                     f"{int(lens_a[j])} is outside the buffer ({view.len} bytes)")
+            offs = offs_a
+            lens = lens_a
+            base = <const uint8_t *>view.buf
+            self._busy = True
+            try:
+                with nogil:
+                    for i in range(n):
+                        if self._datagram(base + offs[i], lens[i], tsv[i] if per_ts else ts0):
+                            break
+                        k += 1
+            finally:
+                self._busy = False
+        finally:
+            PyBuffer_Release(&view)
+        return k
+
+    def feed_list(self, datagrams, ts=None) -> int:
+        """Convenience: feed a sequence of bytes-like datagrams; returns how many were taken."""
+        parts = [bytes(d) for d in datagrams]
+        lens = np.fromiter((len(d) for d in parts), np.int64, len(parts))
+        offs = np.zeros(len(parts), np.int64)
+        if len(parts) > 1:
+            np.cumsum(lens[:-1], out=offs[1:])
+        return self.feed(b"".join(parts), offs, lens, ts)
+
+    def clear(self) -> None:
+        """Row counts back to 0 (the intern tables and error counts are kept)."""
+        if self._busy:
+            raise RuntimeError("Decoder.clear called while a feed is running on it")
+        self.n_datagrams = self.n_counters = self.n_flows = 0
+
+    @property
+    def datagrams(self):
+        """View of the filled datagram rows (DATAGRAM_DTYPE); valid until the next feed/clear."""
+        return self._dg_arr[:self.n_datagrams]
+
+    @property
+    def counters(self):
+        """View of the filled counter-sample rows (COUNTER_DTYPE)."""
+        return self._ctr_arr[:self.n_counters]
+
+    @property
+    def flows(self):
+        """View of the filled flow-sample rows (FLOW_DTYPE)."""
+        return self._flow_arr[:self.n_flows]
+
+    @property
+    def errors(self):
+        """uint64[N_REASONS]: occurrences of each reason since the decoder was created (a copy)."""
+        out = np.zeros(N_REASONS_C, np.uint64)
+        for i in range(N_REASONS_C):
+            out[i] = self._errors[i]
+        return out
+
+    def error_counts(self) -> dict:
+        """Non-zero reason counts by name."""
+        return {_schema.REASON_NAMES[i]: int(self._errors[i])
+                for i in range(1, N_REASONS_C) if self._errors[i]}
+
+    @property
+    def n_strings(self) -> int:
+        """Entries in the string table (index 0, "", included)."""
+        return self._strings.n
+
+    @property
+    def n_agents(self) -> int:
+        """Entries in the agent table (reserved index 0 included)."""
+        return self._agents.n
+
+    def strings(self) -> list:
+        """The string intern table as text (index 0 == ""); a new list each call."""
+        cdef Intern *t = &self._strings
+        cdef uint32_t i
+        cache = self._strings_text
+        for i in range(len(cache), t.n):
+            cache.append((<char *>t.arena)[t.ent_off[i]:t.ent_off[i] + t.ent_len[i]]
+                         .decode("utf-8", "replace"))
+        return list(cache)
+
+    def agents(self) -> list:
+        """The agent table as text (index 0 == ""; "unknown" for address type 0)."""
+        cdef Intern *t = &self._agents
+        cdef uint32_t i
+        cdef const uint8_t *k
+        cache = self._agents_text
+        for i in range(len(cache), t.n):
+            k = t.arena + t.ent_off[i]
+            if t.ent_len[i] == 5 and k[0] == 1:
+                cache.append(f"{k[1]}.{k[2]}.{k[3]}.{k[4]}")
+            elif t.ent_len[i] == 17 and k[0] == 2:
+                cache.append(str(ipaddress.IPv6Address((<char *>k)[1:17])))
+            else:
+                cache.append("unknown")
+        return list(cache)
+
+    # ---------------------------------------------------------------------------------------------
+    # the walk (all nogil)
+    # ---------------------------------------------------------------------------------------------
+    cdef inline void _err(self, int reason) noexcept nogil:
+        self._derr[reason] += 1
+        self._dn += 1
+        if self._status == 0 and self._is_error[reason]:
+            self._status = <uint8_t>reason
+
+    cdef int _intern(self, Intern *t, const uint8_t *key, uint32_t n, uint32_t *out) noexcept nogil:
+        """Index of ``key`` in ``t``, adding it if new; returns 1 when the table is full."""
+        cdef uint32_t h = ff_hash(key, n)
+        cdef uint32_t i = h & t.slot_mask
+        cdef uint32_t s, e
+        while True:
+            s = t.slots[i]
+            if s == 0:
+                break
+            e = s - 1
+            if t.ent_hash[e] == h and t.ent_len[e] == n and \
+                    memcmp(t.arena + t.ent_off[e], key, n) == 0:
+                out[0] = e
+                return 0
+            i = (i + 1) & t.slot_mask
+        if t.n >= self.max_interned:
+            return 1
+        if (<uint64_t>t.n + 1) * 2 > <uint64_t>t.slot_mask + 1:
+            if not _intern_rehash(t):
+                return 1
+            i = h & t.slot_mask
+            while t.slots[i] != 0:
+                i = (i + 1) & t.slot_mask
+        if not _intern_add(t, key, n, h):
+            return 1
+        t.slots[i] = t.n
+        out[0] = t.n - 1
+        return 0
+
+    cdef int _datagram(self, const uint8_t *p, Py_ssize_t n, double ts) noexcept nogil:
+        """Decode one datagram; 1 when a table would overflow (nothing of it kept), else 0."""
+        cdef uint32_t at, alen, hdr, nsamp, i, sfmt, slen, agent = 0
+        cdef uint8_t key[17]
+        cdef const uint8_t *q
+        cdef const uint8_t *pos
+        cdef const uint8_t *end
+        cdef const uint8_t *body
+        cdef Py_ssize_t c0, f0, left
+        cdef uint8_t *row
+        cdef DgCtx ctx
+        cdef int r, j
+        cdef bint overrun = False
+        self._status = 0
+        if n < 4:
+            self._errors[R_TRUNCATED_HEADER] += 1
+            return 0
+        if ff_be32(p) != 5:
+            self._errors[R_BAD_VERSION] += 1
+            return 0
+        if n < 8:
+            self._errors[R_TRUNCATED_HEADER] += 1
+            return 0
+        at = ff_be32(p + 4)
+        if at == 0:
+            alen = 0
+        elif at == 1:
+            alen = 4
+        elif at == 2:
+            alen = 16
+        else:
+            self._errors[R_BAD_AGENT_ADDRESS] += 1
+            return 0
+        hdr = 8 + alen + 16
+        if hdr > n:
+            self._errors[R_TRUNCATED_HEADER] += 1
+            return 0
+        if self.n_datagrams >= self.datagram_capacity:
+            return 1
+        self._dn = 0
+        key[0] = <uint8_t>at
+        memcpy(key + 1, p + 8, alen)
+        if self._intern(&self._agents, key, 1 + alen, &agent):
+            agent = 0
+            self._err(R_TABLE_FULL)
+        q = p + 8 + alen
+        ctx.ts = ts
+        ctx.agent = agent
+        ctx.sub_agent_id = ff_be32(q)
+        ctx.uptime = ff_be32(q + 8)
+        ctx.dgram = <uint32_t>self.n_datagrams
+        nsamp = ff_be32(q + 12)
+        c0 = self.n_counters
+        f0 = self.n_flows
+        pos = p + hdr
+        end = p + n
+        i = 0
+        while i < nsamp:
+            left = end - pos
+            if left < 8:
+                self._err(R_SAMPLE_OVERRUN)
+                overrun = True
+                break
+            sfmt = ff_be32(pos)
+            slen = ff_be32(pos + 4)
+            if <uint64_t>slen > <uint64_t>(left - 8):
+                self._err(R_SAMPLE_OVERRUN)
+                overrun = True
+                break
+            body = pos + 8
+            pos = body + slen
+            r = 0
+            if sfmt == 2 or sfmt == 4:
+                r = self._counter_sample(body, pos, sfmt == 4, &ctx)
+            elif sfmt == 1 or sfmt == 3:
+                r = self._flow_sample(body, pos, sfmt == 3, &ctx)
+            elif sfmt == 5:
+                self._err(R_DISCARD_EVENT)
+            else:
+                self._err(R_UNKNOWN_SAMPLE)
+            if r:
+                self.n_counters = c0
+                self.n_flows = f0
+                memset(self._derr, 0, sizeof(self._derr))
+                return 1
+            i += 1
+        if not overrun and pos < end:
+            self._err(R_TRAILING_BYTES)
+        row = self._dg + self.n_datagrams * self._dg_size
+        ff_stf64(row + self._dc.ts, ts)
+        ff_st32(row + self._dc.agent, agent)
+        ff_st32(row + self._dc.sub_agent_id, ctx.sub_agent_id)
+        ff_st32(row + self._dc.sequence_number, ff_be32(q + 4))
+        ff_st32(row + self._dc.uptime, ctx.uptime)
+        ff_st32(row + self._dc.num_samples, nsamp)
+        ff_st16(row + self._dc.n_counters, <uint16_t>(self.n_counters - c0))
+        ff_st16(row + self._dc.n_flows, <uint16_t>(self.n_flows - f0))
+        ff_st32(row + self._dc.length, <uint32_t>n)
+        row[self._dc.status] = self._status
+        row[self._dc.agent_af] = 4 if at == 1 else (6 if at == 2 else 0)
+        self.n_datagrams += 1
+        if self._dn:
+            for j in range(N_REASONS_C):
+                self._errors[j] += self._derr[j]
+                self._derr[j] = 0
+        return 0
+
+    cdef int _counter_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
+                             DgCtx *ctx) noexcept nogil:
+        """Decode a 0:2 / 0:4 sample into the next counter row; 1 on overflow."""
+        cdef Py_ssize_t fixed = 16 if expanded else 12
+        cdef uint8_t *row
+        cdef uint32_t sid, styp, sidx, nrec, r, rfmt, rlen, mask = 0
+        cdef const uint8_t *q
+        cdef const uint8_t *b
+        cdef Py_ssize_t left
+        cdef int idx, k, last
+        cdef CRec *rec
+        cdef CField *fld
+        if end - p < fixed:
+            self._err(R_SAMPLE_TOO_SHORT)
+            return 0
+        row = self._ctr + self.n_counters * self._ctr_size
+        memset(row, 0, self._ctr_size)
+        if expanded:
+            styp = ff_be32(p + 4)
+            sidx = ff_be32(p + 8)
+            nrec = ff_be32(p + 12)
+            sid = ((styp & 0xFF) << 24) | (sidx & 0xFFFFFF)
+        else:
+            sid = ff_be32(p + 4)
+            styp = sid >> 24
+            sidx = sid & 0xFFFFFF
+            nrec = ff_be32(p + 8)
+        q = p + fixed
+        r = 0
+        while r < nrec:
+            left = end - q
+            if left < 8:
+                self._err(R_RECORD_OVERRUN)
+                return 0
+            rfmt = ff_be32(q)
+            rlen = ff_be32(q + 4)
+            if <uint64_t>rlen > <uint64_t>(left - 8):
+                self._err(R_RECORD_OVERRUN)
+                return 0
+            b = q + 8
+            q = b + rlen
+            r += 1
+            idx = self._rec_by_fmt[rfmt] if rfmt < 4096 else -1
+            if idx < 0:
+                self._err(R_UNKNOWN_RECORD)
+                continue
+            rec = &self._recs[idx]
+            if rlen < rec.min_len:
+                self._err(R_RECORD_TOO_SHORT)
+                continue
+            if rec.kind == K_FIXED:
+                last = rec.first + rec.count
+                if rlen >= rec.full_len:
+                    for k in range(rec.first, last):
+                        fld = &self._fields[k]
+                        if fld.size == 4:
+                            ff_cp32(row + fld.col_off, b + fld.wire_off)
+                        else:
+                            ff_cp64(row + fld.col_off, b + fld.wire_off)
+                else:  # optional tail (host_cpu): fields past the record stay / become 0
+                    for k in range(rec.first, last):
+                        fld = &self._fields[k]
+                        if <uint32_t>(fld.wire_off + fld.size) <= rlen:
+                            if fld.size == 4:
+                                ff_cp32(row + fld.col_off, b + fld.wire_off)
+                            else:
+                                ff_cp64(row + fld.col_off, b + fld.wire_off)
+                        else:
+                            memset(row + fld.col_off, 0, fld.size)
+                mask |= rec.bit
+            elif rec.kind == K_HOST_DESCR:
+                if self._host_descr(row, b, rlen):
+                    mask |= rec.bit
+                else:
+                    self._err(R_RECORD_TOO_SHORT)
+            else:
+                if self._host_adapters(row, b, rlen):
+                    mask |= rec.bit
+                else:
+                    self._err(R_RECORD_TOO_SHORT)
+        ff_stf64(row + self._cc.ts, ctx.ts)
+        ff_st32(row + self._cc.agent, ctx.agent)
+        ff_st32(row + self._cc.sub_agent_id, ctx.sub_agent_id)
+        ff_st32(row + self._cc.uptime, ctx.uptime)
+        ff_st32(row + self._cc.dgram, ctx.dgram)
+        ff_st32(row + self._cc.sequence_number, ff_be32(p))
+        ff_st32(row + self._cc.source_id, sid)
+        ff_st32(row + self._cc.source_id_type, styp)
+        ff_st32(row + self._cc.source_id_index, sidx)
+        ff_st32(row + self._cc.mask, mask)
+        row[self._cc.expanded] = expanded
+        if self.n_counters >= self.counter_capacity:
+            return 1
+        self.n_counters += 1
+        return 0
+
+    cdef bint _host_descr(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil:
+        """host_descr (0:2000); False (nothing written) when it does not fit its record."""
+        cdef ff_cur c
+        cdef const uint8_t *host
+        cdef const uint8_t *rel
+        cdef const uint8_t *uuid
+        cdef uint32_t hl, rl, mt, osn, hi = 0, ri = 0
+        c.p = p
+        c.end = p + n
+        if not ff_opaque(&c, 64, &host, &hl):
+            return False
+        uuid = c.p
+        if not ff_skip(&c, 16):
+            return False
+        if not (ff_u32(&c, &mt) and ff_u32(&c, &osn)):
+            return False
+        if not ff_opaque(&c, 32, &rel, &rl):
+            return False
+        if hl and self._intern(&self._strings, host, hl, &hi):
+            hi = 0
+            self._err(R_TABLE_FULL)
+        if rl and self._intern(&self._strings, rel, rl, &ri):
+            ri = 0
+            self._err(R_TABLE_FULL)
+        ff_st32(row + self._hc.hostname, hi)
+        memcpy(row + self._hc.uuid, uuid, 16)
+        ff_st32(row + self._hc.machine_type, mt)
+        ff_st32(row + self._hc.os_name, osn)
+        ff_st32(row + self._hc.os_release, ri)
+        return True
+
+    cdef bint _host_adapters(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil:
+        """host_adapters (0:2001): the column is the adapter count; every adapter must fit."""
+        cdef ff_cur c
+        cdef uint32_t count, i, idx, macs
+        c.p = p
+        c.end = p + n
+        if not ff_u32(&c, &count):
+            return False
+        i = 0
+        while i < count:
+            if not (ff_u32(&c, &idx) and ff_u32(&c, &macs)):
+                return False
+            if not ff_skip(&c, <uint64_t>macs * 8):
+                return False
+            i += 1
+        ff_st32(row + self._hc.adapters, count)
+        return True
+
+    cdef int _flow_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
+                          DgCtx *ctx) noexcept nogil:
+        """Decode a 0:1 / 0:3 sample into the next flow row; 1 on overflow."""
+        cdef Py_ssize_t fixed = 44 if expanded else 32
+        cdef uint8_t *row
+        cdef uint32_t sid, styp, sidx, nrec, r, rfmt, rlen, mask = 0
+        cdef uint32_t rate, pool, drops, inp, outp, hlen, u, nseg, cnt, s, seg_first
+        cdef uint32_t asn, src_as, src_peer_as, dst_as, dst_peer_as, lpref, m1, m2
+        cdef const uint8_t *q
+        cdef const uint8_t *b
+        cdef Py_ssize_t left
+        cdef bint seen_header = False, seen_router = False, ok
+        cdef uint8_t nh[16]
+        cdef ff_cur c
+        cdef FlowCols *F = &self._f
+        if end - p < fixed:
+            self._err(R_SAMPLE_TOO_SHORT)
+            return 0
+        row = self._flow + self.n_flows * self._flow_size
+        memset(row, 0, self._flow_size)
+        if expanded:
+            styp = ff_be32(p + 4)
+            sidx = ff_be32(p + 8)
+            sid = ((styp & 0xFF) << 24) | (sidx & 0xFFFFFF)
+            rate = ff_be32(p + 12)
+            pool = ff_be32(p + 16)
+            drops = ff_be32(p + 20)
+            inp = (ff_be32(p + 24) << 30) | (ff_be32(p + 28) & 0x3FFFFFFF)
+            outp = (ff_be32(p + 32) << 30) | (ff_be32(p + 36) & 0x3FFFFFFF)
+            nrec = ff_be32(p + 40)
+        else:
+            sid = ff_be32(p + 4)
+            styp = sid >> 24
+            sidx = sid & 0xFFFFFF
+            rate = ff_be32(p + 8)
+            pool = ff_be32(p + 12)
+            drops = ff_be32(p + 16)
+            inp = ff_be32(p + 20)
+            outp = ff_be32(p + 24)
+            nrec = ff_be32(p + 28)
+        q = p + fixed
+        r = 0
+        while r < nrec:
+            left = end - q
+            if left < 8:
+                self._err(R_RECORD_OVERRUN)
+                return 0
+            rfmt = ff_be32(q)
+            rlen = ff_be32(q + 4)
+            if <uint64_t>rlen > <uint64_t>(left - 8):
+                self._err(R_RECORD_OVERRUN)
+                return 0
+            b = q + 8
+            q = b + rlen
+            r += 1
+            if rfmt == 1:  # sampled_header
+                if rlen < 16:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                hlen = ff_be32(b + 12)
+                if 16 + ((<uint64_t>hlen + 3) & ~(<uint64_t>3)) > rlen:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_HEADER
+                if not seen_header:
+                    seen_header = True
+                    ff_st32(row + F.header_protocol, ff_be32(b))
+                    ff_st32(row + F.frame_length, ff_be32(b + 4))
+                    ff_st32(row + F.stripped, ff_be32(b + 8))
+                    ff_st32(row + F.header_length, hlen)
+                    self._header(row, ff_be32(b), b + 16, hlen)
+            elif rfmt == 2:  # sampled_ethernet
+                if rlen < 24:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_ETH
+                if not seen_header:
+                    ff_st32(row + F.frame_length, ff_be32(b))
+                    ff_st64(row + F.eth_src, _mac(b + 4))
+                    ff_st64(row + F.eth_dst, _mac(b + 12))
+                    ff_st16(row + F.eth_type, <uint16_t>ff_be32(b + 20))
+            elif rfmt == 3:  # sampled_ipv4
+                if rlen < 32:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_IPV4
+                if not seen_header:
+                    ff_st32(row + F.frame_length, ff_be32(b))
+                    row[F.ip_version] = 4
+                    row[F.ip_protocol] = <uint8_t>ff_be32(b + 4)
+                    _mapped4(row + F.ip_src, b + 8)
+                    _mapped4(row + F.ip_dst, b + 12)
+                    ff_st16(row + F.src_port, <uint16_t>ff_be32(b + 16))
+                    ff_st16(row + F.dst_port, <uint16_t>ff_be32(b + 20))
+                    row[F.tcp_flags] = <uint8_t>ff_be32(b + 24)
+                    row[F.ip_tos] = <uint8_t>ff_be32(b + 28)
+                    row[F.l4_ok] = 1
+            elif rfmt == 4:  # sampled_ipv6
+                if rlen < 56:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_IPV6
+                if not seen_header:
+                    ff_st32(row + F.frame_length, ff_be32(b))
+                    row[F.ip_version] = 6
+                    row[F.ip_protocol] = <uint8_t>ff_be32(b + 4)
+                    memcpy(row + F.ip_src, b + 8, 16)
+                    memcpy(row + F.ip_dst, b + 24, 16)
+                    ff_st16(row + F.src_port, <uint16_t>ff_be32(b + 40))
+                    ff_st16(row + F.dst_port, <uint16_t>ff_be32(b + 44))
+                    row[F.tcp_flags] = <uint8_t>ff_be32(b + 48)
+                    row[F.ip_tos] = <uint8_t>ff_be32(b + 52)
+                    row[F.l4_ok] = 1
+            elif rfmt == 1001:  # extended_switch
+                if rlen < 16:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_SWITCH
+                ff_cp32(row + F.src_vlan, b)
+                ff_cp32(row + F.src_priority, b + 4)
+                ff_cp32(row + F.dst_vlan, b + 8)
+                ff_cp32(row + F.dst_priority, b + 12)
+            elif rfmt == 1002:  # extended_router
+                c.p = b
+                c.end = b + rlen
+                if not (ff_address(&c, nh) and ff_u32(&c, &m1) and ff_u32(&c, &m2)):
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_ROUTER
+                seen_router = True
+                memcpy(row + F.nexthop, nh, 16)
+                row[F.src_mask_len] = <uint8_t>m1
+                row[F.dst_mask_len] = <uint8_t>m2
+            elif rfmt == 1003:  # extended_gateway
+                c.p = b
+                c.end = b + rlen
+                ok = (ff_address(&c, nh) and ff_u32(&c, &asn) and ff_u32(&c, &src_as)
+                      and ff_u32(&c, &src_peer_as) and ff_u32(&c, &nseg))
+                dst_as = 0
+                dst_peer_as = 0
+                s = 0
+                while ok and s < nseg:
+                    ok = ff_u32(&c, &u) and ff_u32(&c, &cnt) and ff_has(&c, <uint64_t>cnt * 4)
+                    if ok:
+                        if s == 0:
+                            dst_peer_as = ff_be32(c.p) if cnt else 0
+                        if s == nseg - 1:
+                            dst_as = ff_be32(c.p + (cnt - 1) * 4) if cnt else 0
+                        c.p += <uint64_t>cnt * 4
+                    s += 1
+                ok = ok and ff_u32(&c, &cnt) and ff_skip(&c, <uint64_t>cnt * 4) \
+                    and ff_u32(&c, &lpref)
+                if not ok:
+                    self._err(R_RECORD_TOO_SHORT)
+                    continue
+                mask |= B_GATEWAY
+                if not seen_router:
+                    memcpy(row + F.nexthop, nh, 16)
+                ff_st32(row + F.as_number, asn)
+                ff_st32(row + F.src_as, src_as)
+                ff_st32(row + F.src_peer_as, src_peer_as)
+                ff_st32(row + F.dst_as, dst_as)
+                ff_st32(row + F.dst_peer_as, dst_peer_as)
+                ff_st32(row + F.local_pref, lpref)
+            else:
+                self._err(R_UNKNOWN_RECORD)
+        ff_stf64(row + self._fc.ts, ctx.ts)
+        ff_st32(row + self._fc.agent, ctx.agent)
+        ff_st32(row + self._fc.sub_agent_id, ctx.sub_agent_id)
+        ff_st32(row + self._fc.uptime, ctx.uptime)
+        ff_st32(row + self._fc.dgram, ctx.dgram)
+        ff_st32(row + self._fc.sequence_number, ff_be32(p))
+        ff_st32(row + self._fc.source_id, sid)
+        ff_st32(row + self._fc.source_id_type, styp)
+        ff_st32(row + self._fc.source_id_index, sidx)
+        ff_st32(row + self._fc.mask, mask)
+        row[self._fc.expanded] = expanded
+        ff_st32(row + F.sampling_rate, rate)
+        ff_st32(row + F.sample_pool, pool)
+        ff_st32(row + F.drops, drops)
+        ff_st32(row + F.input, inp)
+        ff_st32(row + F.output, outp)
+        if self.n_flows >= self.flow_capacity:
+            return 1
+        self.n_flows += 1
+        return 0
+
+    # ---- sampled header: Ethernet / 802.1Q / QinQ -> IPv4 / IPv6 -> TCP / UDP / ICMP ----------
+    cdef void _header(self, uint8_t *row, uint32_t proto, const uint8_t *h, uint32_t n) noexcept nogil:
+        cdef FlowCols *F = &self._f
+        cdef uint16_t typ, tci
+        cdef uint32_t pos = 14, tags = 0
+        if proto == 1:
+            if n < 14:
+                return
+            ff_st64(row + F.eth_dst, _mac(h))
+            ff_st64(row + F.eth_src, _mac(h + 6))
+            typ = ff_be16(h + 12)
+            while typ == 0x8100 or typ == 0x88A8 or typ == 0x9100:
+                if <uint64_t>pos + 4 > n:
+                    break
+                tci = ff_be16(h + pos)
+                typ = ff_be16(h + pos + 2)
+                pos += 4
+                if tags == 0:
+                    ff_st16(row + F.vlan, tci & 0x0FFF)
+                elif tags == 1:
+                    ff_st16(row + F.inner_vlan, tci & 0x0FFF)
+                tags += 1
+            ff_st16(row + F.eth_type, typ)
+            if typ == 0x0800:
+                self._ipv4(row, h + pos, n - pos)
+            elif typ == 0x86DD:
+                self._ipv6(row, h + pos, n - pos)
+        elif proto == 11:
+            self._ipv4(row, h, n)
+        elif proto == 12:
+            self._ipv6(row, h, n)
+
+    cdef void _ipv4(self, uint8_t *row, const uint8_t *h, uint32_t n) noexcept nogil:
+        cdef FlowCols *F = &self._f
+        cdef uint32_t ihl
+        if n < 20 or (h[0] >> 4) != 4:
+            return
+        ihl = (h[0] & 0x0F) * 4
+        if ihl < 20:
+            return
+        row[F.ip_version] = 4
+        row[F.ip_tos] = h[1]
+        ff_st16(row + F.ip_length, ff_be16(h + 2))
+        row[F.ip_ttl] = h[8]
+        row[F.ip_protocol] = h[9]
+        _mapped4(row + F.ip_src, h + 12)
+        _mapped4(row + F.ip_dst, h + 16)
+        if (ff_be16(h + 6) & 0x1FFF) == 0 and ihl <= n:
+            self._l4(row, h[9], h + ihl, n - ihl)
+
+    cdef void _ipv6(self, uint8_t *row, const uint8_t *h, uint32_t n) noexcept nogil:
+        cdef FlowCols *F = &self._f
+        cdef uint64_t pos = 40
+        cdef uint8_t nh
+        cdef bint l4 = True
+        if n < 40:
+            return
+        row[F.ip_version] = 6
+        row[F.ip_tos] = ((h[0] & 0x0F) << 4) | (h[1] >> 4)
+        ff_st16(row + F.ip_length, <uint16_t>(ff_be16(h + 4) + 40))
+        row[F.ip_ttl] = h[7]
+        memcpy(row + F.ip_src, h + 8, 16)
+        memcpy(row + F.ip_dst, h + 24, 16)
+        nh = h[6]
+        while True:
+            if nh == 0 or nh == 43 or nh == 60:
+                if pos + 2 > n:
+                    l4 = False
+                    break
+                nh = h[pos]
+                pos += (<uint64_t>h[pos + 1] + 1) * 8
+            elif nh == 44:
+                if pos + 8 > n:
+                    l4 = False
+                    break
+                if (ff_be16(h + pos + 2) >> 3) != 0:
+                    nh = h[pos]
+                    l4 = False
+                    break
+                nh = h[pos]
+                pos += 8
+            else:
+                break
+        row[F.ip_protocol] = nh
+        if l4 and pos <= n:
+            self._l4(row, nh, h + pos, <uint32_t>(n - pos))
+
+    cdef void _l4(self, uint8_t *row, uint8_t proto, const uint8_t *h, uint32_t n) noexcept nogil:
+        cdef FlowCols *F = &self._f
+        if proto == 6:
+            if n < 14:
+                return
+            ff_st16(row + F.src_port, ff_be16(h))
+            ff_st16(row + F.dst_port, ff_be16(h + 2))
+            row[F.tcp_flags] = h[13]
+            row[F.l4_ok] = 1
+        elif proto == 17:
+            if n < 4:
+                return
+            ff_st16(row + F.src_port, ff_be16(h))
+            ff_st16(row + F.dst_port, ff_be16(h + 2))
+            row[F.l4_ok] = 1
+        elif proto == 1 or proto == 58:
+            if n < 2:
+                return
+            row[F.icmp_type] = h[0]
+            row[F.icmp_code] = h[1]
+            row[F.l4_ok] = 1
+
+
+# Orders of the column-offset structs in _decode.pxd (must match their declarations).
+_DG_FIELDS = ("ts", "agent", "sub_agent_id", "sequence_number", "uptime", "num_samples",
+              "n_counters", "n_flows", "length", "status", "agent_af")
+_SAMPLE_FIELDS = ("ts", "agent", "sub_agent_id", "uptime", "dgram", "sequence_number",
+                  "source_id", "source_id_type", "source_id_index", "mask", "expanded")
+_HOST_FIELDS = ("hostname", "uuid", "machine_type", "os_name", "os_release", "adapters")
+_FLOW_FIELDS = (
+    "sampling_rate", "sample_pool", "drops", "input", "output",
+    "header_protocol", "frame_length", "stripped", "header_length",
+    "eth_src", "eth_dst", "eth_type", "vlan", "inner_vlan",
+    "ip_version", "ip_protocol", "ip_src", "ip_dst", "ip_tos", "ip_ttl", "ip_length",
+    "src_port", "dst_port", "tcp_flags", "icmp_type", "icmp_code", "l4_ok",
+    "src_vlan", "src_priority", "dst_vlan", "dst_priority",
+    "nexthop", "src_mask_len", "dst_mask_len",
+    "as_number", "src_as", "src_peer_as", "dst_as", "dst_peer_as", "local_pref",
+)
