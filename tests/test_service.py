@@ -1,0 +1,314 @@
+"""``fastflow run`` end to end: a real subprocess (and an in-process Service) fed real datagrams from
+the docker-swarm capture over UDP on 127.0.0.1, read back over HTTP, flooded with junk, stopped
+with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _api_util import get_json, request
+from fastflow.config import load_config
+
+CORE = ("fastflow.pipeline", "fastflow.store", "fastflow.metrics", "fastflow.ingest", "fastflow.pcap")
+
+
+def _core_missing() -> str | None:
+    for name in CORE:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a sibling module not written (or broken) yet
+            return f"{name} not importable yet: {exc!r}"
+    return None
+
+
+_MISSING = _core_missing()
+needs_core = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
+
+
+def swarm_datagrams(path: Path) -> list[bytes]:
+    from fastflow import pcap
+    cap = pcap.read(path)
+    buf = bytes(cap.buf)
+    return [buf[int(o):int(o) + int(n)] for o, n in zip(cap.offsets, cap.lengths, strict=True)]
+
+
+def send(port: int, datagrams: list[bytes], pace_every: int = 200, pause: float = 0.005,
+         deadline: float = 30.0) -> int:
+    """Send to 127.0.0.1:port, pausing every ``pace_every`` datagrams; bounded in time."""
+    t_end = time.monotonic() + deadline
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i, d in enumerate(datagrams):
+            if time.monotonic() > t_end:
+                break
+            s.sendto(d, ("127.0.0.1", port))
+            sent += 1
+            if pace_every and i % pace_every == pace_every - 1:
+                time.sleep(pause)
+    return sent
+
+
+def junk_datagrams(real: list[bytes], n: int, seed: int = 7) -> list[bytes]:
+    """Random datagrams (bad version), version-5 headers with bad agent types, truncated reals."""
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    for i in range(n):
+        kind = i % 4
+        if kind in (0, 1):
+            d = rng.randbytes(rng.randint(0, 300))
+            if d[:4] == b"\x00\x00\x00\x05":
+                d = b"\x00\x00\x00\x04" + d[4:]
+        elif kind == 2:
+            d = b"\x00\x00\x00\x05" + rng.choice([b"\x00\x00\x00\x07", b"\xff\xff\xff\xff"]) + \
+                rng.randbytes(rng.randint(0, 100))
+        else:
+            r = rng.choice(real)
+            d = r[:rng.randint(0, len(r) - 1)]
+        out.append(d)
+    return out
+
+
+def wait_for(pred: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
+    t_end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > t_end:
+            return v
+        time.sleep(step)
+
+
+# --------------------------------------------------------------------------------------------------
+# The real command in a subprocess
+# --------------------------------------------------------------------------------------------------
+class Proc:
+    """``python -m fastflow run`` with its stderr collected by a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        full_env = {**os.environ, **(env or {})}
+        self.p = subprocess.Popen([sys.executable, "-m", "fastflow", "run", *args],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  env=full_env)
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self) -> None:
+        assert self.p.stderr is not None
+        for line in self.p.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def port(self, what: str, timeout: float = 20.0) -> int:
+        rx = re.compile(rf"INFO: Listening, {what} port (\d+)$")
+
+        def find() -> int | None:
+            for line in list(self.lines):
+                m = rx.search(line)
+                if m:
+                    return int(m.group(1))
+            return None
+        port = wait_for(lambda: find() or (self.p.poll() is not None and -1), timeout)
+        if not port or port == -1:
+            self.kill()
+            raise AssertionError(f"no '{what}' port logged; stderr:\n" + "\n".join(self.lines))
+        return int(port)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+
+
+@pytest.fixture(scope="module")
+def proc(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if _MISSING:
+        pytest.skip(_MISSING)
+    state = tmp_path_factory.mktemp("svc") / "scaler.json"
+    p = Proc("--sflow-port", "0", "--http-port", "0", "--bind", "127.0.0.1",
+             env={"FASTFLOW_SCALER_STATE_FILE": str(state), "FASTFLOW_STORE_POLLING_INTERVAL": "10"})
+    try:
+        yield p
+    finally:
+        p.kill()
+
+
+@needs_core
+def test_run_subprocess_end_to_end(proc: Proc, swarm_pcap: Path) -> None:
+    sflow_port = proc.port("sFlow")
+    http_port = proc.port("HTTP")
+    # the log lines look like sFlow-RT's: 2026-11-24T21:02:54+0000 INFO: Listening, sFlow port N
+    assert any(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} INFO: Listening, sFlow port \d+$",
+                        line) for line in proc.lines), proc.lines
+    real = swarm_datagrams(swarm_pcap)
+    assert send(sflow_port, real, pace_every=20) == len(real)
+
+    def burn() -> Any:
+        st, body = get_json(http_port, "/metric/ALL/avg:vir_cpu_utilization/json"
+                                       "?vir_host_name=sflowpeer_burn.*")
+        return body if st == 200 and body and body[0].get("metricN") == 3 else None
+    body = wait_for(burn, 15)
+    assert body, f"three burn containers expected; stderr:\n{chr(10).join(proc.lines[-20:])}"
+    assert body[0]["metricName"] in ("avg:vir_cpu_utilization", "vir_cpu_utilization")
+    assert isinstance(body[0]["metricValue"], float | int)
+    st, agents = get_json(http_port, "/agents/json")
+    assert st == 200 and "192.0.2.2" in agents
+    st, health = get_json(http_port, "/healthz")
+    assert st == 200 and health["status"] == "ok"
+    assert health["ingest"]["datagrams_decoded"] >= len(real)
+
+    # malformed datagrams and a bounded junk flood: still running, junk counted
+    junk = junk_datagrams(real, 20_000)
+    sent = send(sflow_port, junk, pace_every=200, pause=0.004, deadline=40)
+    assert sent > 10_000
+
+    def rejected() -> int:
+        st, e = get_json(http_port, "/errors/json")
+        assert st == 200
+        return int(e["errors"].get("bad_version", 0))
+    # half the junk has a bad version; allow for kernel drops under load
+    n_bad = wait_for(lambda: rejected() >= 0.5 * sent * 0.5 and rejected(), 15)
+    assert n_bad, f"bad_version={rejected()} after {sent} junk datagrams"
+    st, e = get_json(http_port, "/errors/json")
+    assert e["errors"].get("bad_agent_address", 0) > 0
+    assert e["errors"].get("truncated_header", 0) + e["errors"].get("sample_overrun", 0) > 0
+    st, hdrs, text = request(http_port, "GET", "/prometheus/metrics/ALL/ALL/txt")
+    assert st == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4")
+    prom = text.decode()
+    m = re.search(r'^fastflow_decoder_rejected_total\{reason="bad_version"\} (\d+)$', prom, re.M)
+    assert m and int(m.group(1)) >= n_bad
+    assert 'vir_cpu_utilization{agent="192.0.2.2"' in prom
+    # the real data is still there and the service still answers
+    assert get_json(http_port, "/metric/ALL/avg:vir_cpu_utilization/json"
+                               "?vir_host_name=sflowpeer_burn.*")[1][0]["metricN"] == 3
+
+    # SIGTERM: clean exit 0
+    proc.p.send_signal(signal.SIGTERM)
+    rc = proc.p.wait(20)
+    proc.t.join(5)
+    assert rc == 0, "\n".join(proc.lines[-30:])
+    assert any("SIGTERM received" in line for line in proc.lines)
+    assert not any("Traceback" in line for line in proc.lines), "\n".join(proc.lines)
+    # the ports are free again
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", http_port))
+
+
+def test_run_config_error_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[collector]\nprot = 1\n")
+    r = subprocess.run([sys.executable, "-m", "fastflow", "run", "--config", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "did you mean 'port'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fastflow", "run", "--http-port", "99999"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a port number" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# In-process Service
+# --------------------------------------------------------------------------------------------------
+class ServiceThread:
+    """A :class:`fastflow.service.Service` running on its own event loop in a thread."""
+
+    def __init__(self, cfg: Any, **kw: Any) -> None:
+        from fastflow.service import Service
+        self.loop = asyncio.new_event_loop()
+        self.svc = Service(cfg, **kw)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ServiceThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.svc.start(), self.loop).result(20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.svc.stop(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _cfg(tmp_path: Path, **over: Any) -> Any:
+    base = {"collector.port": 0, "collector.bind": "127.0.0.1", "api.port": 0,
+            "scaler.state_file": str(tmp_path / "scaler.json")}
+    return load_config(env={}, overrides={**base, **over})
+
+
+@needs_core
+def test_service_in_process(tmp_path: Path, swarm_pcap: Path) -> None:
+    with ServiceThread(_cfg(tmp_path)) as st:
+        svc = st.svc
+        assert svc.sflow_port and svc.http_port
+        real = swarm_datagrams(swarm_pcap)
+        send(svc.sflow_port, real, pace_every=20)
+        ok = wait_for(lambda: get_json(svc.http_port, "/dump/ALL/vir_cpu_utilization/json")[1], 15)
+        assert ok and {d["agent"] for d in ok} == {"192.0.2.2"}
+        st_, names = get_json(svc.http_port, "/metrics/json")
+        assert st_ == 200 and "vir_cpu_utilization" in names
+        # optional parts are mounted when available
+        if svc.flows is not None:
+            assert request(svc.http_port, "GET", "/flowkeys/json")[0] == 200
+        if svc.scaler is not None:
+            assert request(svc.http_port, "GET", "/scaler/json")[0] == 200
+        ingest_thread_count = threading.active_count()
+    assert threading.active_count() <= ingest_thread_count
+
+
+@needs_core
+def test_service_pipeline_failure_is_counted_not_fatal(tmp_path: Path, swarm_pcap: Path) -> None:
+    """Fault injection on the real path: one batch makes the pipeline raise; ingest keeps going."""
+    with ServiceThread(_cfg(tmp_path), scaler=False) as st:
+        svc = st.svc
+        real_feed = svc.pipeline.feed
+        calls = {"n": 0}
+
+        def flaky(*a: Any, **k: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("injected")
+            real_feed(*a, **k)
+        svc.pipeline.feed = flaky
+        port = svc.sflow_port
+        send(port, [b"\x00\x00\x00\x05"])
+        assert wait_for(lambda: svc.feed_errors == 1, 10)
+        send(port, swarm_datagrams(swarm_pcap)[:10], pace_every=5)
+        health = wait_for(lambda: get_json(svc.http_port, "/healthz")[1]["ingest"]
+                          .get("datagrams_decoded", 0) >= 1 and
+                          get_json(svc.http_port, "/healthz")[1], 10)
+        assert health and health["ingest"]["feed_errors"] == 1
+
+
+@needs_core
+def test_service_refuses_public_bind_without_token(tmp_path: Path) -> None:
+    from fastflow.service import Service
+    cfg = _cfg(tmp_path, **{"api.bind": "0.0.0.0"})
+    svc = Service(cfg)
+    if not any(r.mutating for r in svc.routes()):
+        pytest.skip("no mutating routes mounted (flows/scaler not available)")
+
+    async def go() -> None:
+        with pytest.raises(ValueError, match="token"):
+            await svc.start()
+    asyncio.run(go())
+    assert svc.api is None or svc.api.sockets == []   # nothing left bound
+
+
+def test_json_roundtrip_of_config() -> None:
+    cfg = load_config(env={})
+    assert json.loads(json.dumps(cfg.to_dict()))["collector"]["port"] == 6343
