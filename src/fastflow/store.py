@@ -1,0 +1,436 @@
+"""Counter-sample ring buffers, keyed by data source: the state the metrics are computed from.
+
+A *data source* is (agent, source_id), as sFlow-RT keys it (the sub-agent id is ignored). Each data
+source gets a slot in the key table (last sequence number / uptime / arrival time, its host_descr
+strings) and, for each *record group* its samples carry, a row in that group's ring table:
+
+* ``virt``: virt_cpu, virt_memory, virt_disk_io, virt_net_io (containers and VMs, source 3:index)
+* ``host``: host_cpu, host_memory, host_disk_io, host_net_io, virt_node (the physical host, 2:1)
+* ``if``:   if_counters, ethernet_counters (interfaces, 0:ifIndex)
+
+A ring row holds the last ``depth`` samples: ``ts``, ``uptime``, ``seq``, ``mask`` and every field of
+the group's records, as 2-D arrays ``(rows, depth)``; ``head[row]`` is the newest position and
+``count[row]`` how many are valid. A container therefore costs only its virt columns.
+
+Writing is vectorised: keys map to slots with a sorted key array + ``searchsorted`` (a dict only for
+new keys), and samples scatter into the rings with fancy indexing. Several samples of one data source
+in a batch are written in rounds by occurrence rank, in arrival order. Per data source:
+
+* a sample with the newest sample's sequence number and uptime is a **duplicate**: dropped, counted;
+* a sample older than the newest (uptime backwards within ``reorder_window`` and sequence number
+  backwards) is **reordered**: dropped, counted (three in a row are taken as a restart instead);
+* uptime further backwards, or the sequence number backwards with uptime forwards, is a **reset**
+  (agent or poller restart): the data source's rings are emptied and restart from this sample;
+* a sample with the newest sample's uptime (within a second of arrival) but a later sequence number
+  replaces the newest sample (Δt would be 0; hsflowd sometimes sends two polls in one datagram).
+
+Data sources not heard from for ``expire_after`` seconds of the clock are expired and their slots
+reused; the metrics only ever look at data sources heard from within ``expire_after``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._schema import COUNTER_BIT, COUNTER_DTYPE, COUNTER_RECORD_BY_NAME
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import Batch, Clock, StringView
+
+__all__ = ["GROUPS", "Ring", "Store"]
+
+log = logging.getLogger(__name__)
+
+# group name -> counter records whose fixed fields it stores
+GROUPS: dict[str, tuple[str, ...]] = {
+    "virt": ("virt_cpu", "virt_memory", "virt_disk_io", "virt_net_io"),
+    "host": ("host_cpu", "host_memory", "host_disk_io", "host_net_io", "virt_node"),
+    "if": ("if_counters", "ethernet_counters"),
+}
+
+_HOST_DESCR_BIT = 1 << COUNTER_BIT["host_descr"]
+_KEY_TEXT_COLS = ("hostname", "machine_type", "os_name", "os_release")
+_U32_MAX = 0xFFFFFFFF
+
+
+def _group_columns(records: Sequence[str]) -> list[tuple[str, np.dtype]]:
+    cols: list[tuple[str, np.dtype]] = []
+    for rec in records:
+        for _json, col, _off, typ in COUNTER_RECORD_BY_NAME[rec][3]:
+            if typ in ("u32", "u64", "i32", "f32"):
+                cols.append((col, COUNTER_DTYPE[col]))
+    return cols
+
+
+def _bits(records: Sequence[str]) -> int:
+    b = 0
+    for rec in records:
+        b |= 1 << COUNTER_BIT[rec]
+    return b
+
+
+class Ring:
+    """The ring table of one record group: ``depth`` samples per row, rows grown by doubling."""
+
+    def __init__(self, name: str, records: Sequence[str], depth: int, capacity: int = 64) -> None:
+        self.name = name
+        self.records = tuple(records)
+        self.bits = _bits(records)
+        self.depth = depth
+        meta: list[tuple[str, np.dtype]] = [
+            ("ts", np.dtype("<f8")), ("uptime", np.dtype("<u4")), ("seq", np.dtype("<u4")),
+            ("mask", np.dtype("<u4"))]
+        self.columns: list[tuple[str, np.dtype]] = meta + _group_columns(records)
+        self.capacity = 0
+        self.data: dict[str, np.ndarray] = {}
+        self.head = np.zeros(0, np.int64)
+        self.count = np.zeros(0, np.int64)
+        self.key_of_row = np.zeros(0, np.int64)
+        self.n_rows = 0                      # high-water mark of rows ever used
+        self._free: list[int] = []
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        old = self.capacity
+        for col, dt in self.columns:
+            arr = np.zeros((capacity, self.depth), dt)
+            if old:
+                arr[:old] = self.data[col]
+            self.data[col] = arr
+        self.head = np.concatenate([self.head, np.zeros(capacity - old, np.int64)])
+        self.count = np.concatenate([self.count, np.zeros(capacity - old, np.int64)])
+        self.key_of_row = np.concatenate([self.key_of_row, np.full(capacity - old, -1, np.int64)])
+        self.capacity = capacity
+
+    def allocate(self, n: int) -> np.ndarray:
+        """``n`` fresh rows (reused ones first), growing the table by doubling when needed."""
+        take = min(n, len(self._free))
+        rows = [self._free.pop() for _ in range(take)]
+        rest = n - take
+        if self.n_rows + rest > self.capacity:
+            cap = max(self.capacity, 1)
+            while cap < self.n_rows + rest:
+                cap *= 2
+            self._grow(cap)
+        out = np.array(rows + list(range(self.n_rows, self.n_rows + rest)), np.int64)
+        self.n_rows += rest
+        self.count[out] = 0
+        self.head[out] = self.depth - 1
+        return out
+
+    def release(self, rows: np.ndarray) -> None:
+        """Give rows back (their data source expired)."""
+        self.count[rows] = 0
+        self.key_of_row[rows] = -1
+        self._free.extend(int(r) for r in rows)
+
+    def nbytes(self) -> int:
+        return (sum(a.nbytes for a in self.data.values()) + self.head.nbytes + self.count.nbytes
+                + self.key_of_row.nbytes)
+
+    def used_rows(self) -> np.ndarray:
+        """Rows that belong to a live data source."""
+        return np.nonzero(self.key_of_row[: self.n_rows] >= 0)[0]
+
+    def newest(self, rows: np.ndarray, back: int = 0) -> np.ndarray:
+        """Flat indices (into ``data[col].ravel()``) of the sample ``back`` steps before the newest."""
+        pos = (self.head[rows] - back) % self.depth
+        return rows * self.depth + pos
+
+    def history(self, row: int) -> np.ndarray:
+        """The valid samples of one row, oldest first, as a structured array (for inspection)."""
+        n = int(self.count[row])
+        pos = (int(self.head[row]) - np.arange(n - 1, -1, -1)) % self.depth
+        out = np.zeros(n, [(c, dt) for c, dt in self.columns])
+        for col, _dt in self.columns:
+            out[col] = self.data[col][row, pos]
+        return out
+
+
+class Store:
+    """Ring buffers of counter samples per data source; a pipeline sink.
+
+    ``depth``: samples kept per data source. ``expire_after``: seconds of clock time without a sample
+    after which a data source is dropped. ``reorder_window``: how far back (seconds of agent uptime)
+    a late sample is taken as reordered rather than as an agent restart.
+    """
+
+    def __init__(self, depth: int = 32, expire_after: float = 30.0, clock: Clock | None = None,
+                 reorder_window: float = 60.0, capacity: int = 64) -> None:
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2 (rates need two samples), got {depth}")
+        if not expire_after > 0:
+            raise ValueError(f"expire_after must be > 0 seconds, got {expire_after}")
+        if clock is None:
+            from .pipeline import LiveClock
+
+            clock = LiveClock()
+        self.depth = int(depth)
+        self.expire_after = float(expire_after)
+        self.reorder_window_ms = int(reorder_window * 1000)
+        self.clock: Clock = clock
+        self.rings: dict[str, Ring] = {g: Ring(g, recs, self.depth, capacity)
+                                       for g, recs in GROUPS.items()}
+        self.strings: StringView | None = None
+        self.agents: StringView | None = None
+        self.generation = 0                     # bumped on every change (metrics cache key)
+        self.counts: dict[str, int] = {"samples": 0, "accepted": 0, "duplicate": 0,
+                                       "reordered": 0, "reset": 0, "expired": 0}
+        self._kcap = 0
+        self.n_keys = 0                          # high-water mark of key slots
+        self._kfree: list[int] = []
+        self._sorted_keys = np.zeros(0, np.uint64)
+        self._sorted_slots = np.zeros(0, np.int64)
+        self.k: dict[str, np.ndarray] = {}
+        self._row: dict[str, np.ndarray] = {}   # group -> row of each key slot (-1: none)
+        self._last_expiry = -np.inf
+        self._grow_keys(capacity)
+
+    # ------------------------------------------------------------------ key table
+    _KEY_COLUMNS: tuple[tuple[str, str], ...] = (
+        ("key", "<u8"), ("agent", "<u4"), ("source_id", "<u4"), ("alive", "?"), ("has", "?"),
+        ("last_ts", "<f8"), ("last_seen", "<f8"), ("last_seq", "<u4"), ("last_uptime", "<u4"),
+        ("run", "<u1"), ("hostname", "<u4"), ("machine_type", "<u4"), ("os_name", "<u4"),
+        ("os_release", "<u4"),
+    )
+
+    def _grow_keys(self, capacity: int) -> None:
+        old = self._kcap
+        for col, dt in self._KEY_COLUMNS:
+            arr = np.zeros(capacity, dt)
+            if old:
+                arr[:old] = self.k[col]
+            self.k[col] = arr
+        for g in self.rings:
+            arr = np.full(capacity, -1, np.int64)
+            if old:
+                arr[:old] = self._row[g]
+            self._row[g] = arr
+        self._kcap = capacity
+
+    def _new_slots(self, n: int) -> np.ndarray:
+        take = min(n, len(self._kfree))
+        slots = [self._kfree.pop() for _ in range(take)]
+        rest = n - take
+        if self.n_keys + rest > self._kcap:
+            cap = max(self._kcap, 1)
+            while cap < self.n_keys + rest:
+                cap *= 2
+            self._grow_keys(cap)
+        out = np.array(slots + list(range(self.n_keys, self.n_keys + rest)), np.int64)
+        self.n_keys += rest
+        return out
+
+    def _slots_for(self, keys: np.ndarray) -> np.ndarray:
+        """Slot of every key, creating slots for keys never seen (or expired)."""
+        sk = self._sorted_keys
+        pos = np.searchsorted(sk, keys)
+        pos_c = np.minimum(pos, max(len(sk) - 1, 0))
+        found = (pos < len(sk)) & (sk[pos_c] == keys) if len(sk) else np.zeros(len(keys), bool)
+        if not found.all():
+            new = np.unique(keys[~found])
+            slots = self._new_slots(len(new))
+            k = self.k
+            k["key"][slots] = new
+            k["agent"][slots] = (new >> np.uint64(32)).astype(np.uint32)
+            k["source_id"][slots] = (new & np.uint64(_U32_MAX)).astype(np.uint32)
+            k["alive"][slots] = True
+            k["has"][slots] = False
+            k["run"][slots] = 0
+            k["last_seen"][slots] = 0.0
+            for col in _KEY_TEXT_COLS:
+                k[col][slots] = 0
+            for g in self.rings:
+                self._row[g][slots] = -1
+            allk = np.concatenate([sk, new])
+            alls = np.concatenate([self._sorted_slots, slots])
+            order = np.argsort(allk, kind="stable")
+            self._sorted_keys = allk[order]
+            self._sorted_slots = alls[order]
+            sk = self._sorted_keys
+            pos = np.searchsorted(sk, keys)
+        return self._sorted_slots[pos]
+
+    # ------------------------------------------------------------------ writing
+    def add(self, tables: Batch) -> None:
+        """Store the batch's counter samples (the Sink interface)."""
+        self.strings = tables.strings
+        self.agents = tables.agents
+        c = tables.counters
+        now = self.clock.now()
+        if not 0.0 <= now - self._last_expiry < 1.0:   # at most once a second of clock time
+            self.expire(now)
+        n = len(c)
+        if n == 0:
+            return
+        keys = (c["agent"].astype(np.uint64) << np.uint64(32)) | c["source_id"].astype(np.uint64)
+        slots = self._slots_for(keys)
+        self.counts["samples"] += n
+        # occurrence rank of each row among the rows of its slot, in arrival order
+        order = np.argsort(slots, kind="stable")
+        ss = slots[order]
+        first = np.ones(n, bool)
+        first[1:] = ss[1:] != ss[:-1]
+        run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n) - run_start
+        nrounds = int(rank.max()) + 1
+        if nrounds == 1:
+            self._write_round(c, np.arange(n), slots)
+        else:
+            for r in range(nrounds):
+                idx = np.nonzero(rank == r)[0]
+                self._write_round(c, idx, slots[idx])
+        self.generation += 1
+
+    def _write_round(self, c: np.ndarray, idx: np.ndarray, s: np.ndarray) -> None:
+        """Write rows ``idx`` of counter table ``c``; their slots ``s`` are distinct."""
+        k = self.k
+        seq = c["sequence_number"][idx]
+        up = c["uptime"][idx]
+        ts = c["ts"][idx]
+        mask = c["mask"][idx]
+        has = k["has"][s]
+        lseq = k["last_seq"][s]
+        lup = k["last_uptime"][s]
+        lts = k["last_ts"][s]
+        dseq = (seq - lseq).astype(np.int32)          # wrap-around sequence difference
+        up_back = up < lup
+        dup = has & (seq == lseq) & (up == lup)
+        backwards = has & ~dup & (up_back | ((up == lup) & (dseq < 0)))
+        back_ms = lup.astype(np.int64) - up.astype(np.int64)
+        reorder = backwards & (back_ms <= self.reorder_window_ms) & (dseq < 0) & (k["run"][s] < 3)
+        reset = has & ~dup & ~reorder & (backwards | (dseq < 0))
+        same = has & ~dup & ~backwards & ~reset & (up == lup) & (np.abs(ts - lts) < 1.0)
+        accept = ~dup & ~reorder
+        nd, nr, nreset = int(dup.sum()), int(reorder.sum()), int(reset.sum())
+        if nd or nr or nreset:
+            self.counts["duplicate"] += nd
+            self.counts["reordered"] += nr
+            self.counts["reset"] += nreset
+            log.debug("store: %d duplicate, %d reordered, %d reset samples", nd, nr, nreset)
+            if nr:
+                k["run"][s[reorder]] += 1
+        if nreset:
+            rs = s[reset]
+            for g, ring in self.rings.items():
+                rows = self._row[g][rs]
+                ring.count[rows[rows >= 0]] = 0
+        if not accept.any():
+            return
+        a_idx = idx[accept]
+        a_s = s[accept]
+        a_same = same[accept]
+        self.counts["accepted"] += len(a_idx)
+        k["has"][a_s] = True
+        k["last_seq"][a_s] = seq[accept]
+        k["last_uptime"][a_s] = up[accept]
+        k["last_ts"][a_s] = ts[accept]
+        k["last_seen"][a_s] = np.maximum(k["last_seen"][a_s], ts[accept])
+        k["run"][a_s] = 0
+        a_mask = mask[accept]
+        hd = (a_mask & _HOST_DESCR_BIT) != 0
+        if hd.any():
+            for col in _KEY_TEXT_COLS:
+                k[col][a_s[hd]] = c[col][a_idx[hd]]
+        for g, ring in self.rings.items():
+            sel = (a_mask & ring.bits) != 0
+            if not sel.any():
+                continue
+            gs = a_s[sel]
+            gi = a_idx[sel]
+            rows = self._row[g][gs]
+            missing = rows < 0
+            if missing.any():
+                new_rows = ring.allocate(int(missing.sum()))
+                ring.key_of_row[new_rows] = gs[missing]
+                self._row[g][gs[missing]] = new_rows
+                rows[missing] = new_rows
+            cnt = ring.count[rows]
+            overwrite = a_same[sel] & (cnt > 0)
+            pos = np.where(overwrite, ring.head[rows], (ring.head[rows] + 1) % ring.depth)
+            ring.head[rows] = pos
+            ring.count[rows] = np.where(overwrite, cnt, np.minimum(cnt + 1, ring.depth))
+            d = ring.data
+            d["ts"][rows, pos] = c["ts"][gi]
+            d["uptime"][rows, pos] = c["uptime"][gi]
+            d["seq"][rows, pos] = c["sequence_number"][gi]
+            d["mask"][rows, pos] = c["mask"][gi]
+            for col, _dt in ring.columns[4:]:
+                d[col][rows, pos] = c[col][gi]
+
+    # ------------------------------------------------------------------ expiry
+    def expire(self, now: float | None = None) -> int:
+        """Drop data sources not heard from within ``expire_after``; returns how many."""
+        if now is None:
+            now = self.clock.now()
+        self._last_expiry = now
+        cutoff = now - self.expire_after
+        k = self.k
+        n = self.n_keys
+        gone = np.nonzero(k["alive"][:n] & (k["last_seen"][:n] < cutoff) & k["has"][:n])[0]
+        if len(gone) == 0:
+            return 0
+        k["alive"][gone] = False
+        k["has"][gone] = False
+        for g, ring in self.rings.items():
+            rows = self._row[g][gone]
+            rows = rows[rows >= 0]
+            if len(rows):
+                ring.release(rows)
+            self._row[g][gone] = -1
+        keep = np.isin(self._sorted_slots, gone, invert=True)
+        self._sorted_keys = self._sorted_keys[keep]
+        self._sorted_slots = self._sorted_slots[keep]
+        self._kfree.extend(int(x) for x in gone)
+        self.counts["expired"] += len(gone)
+        self.generation += 1
+        log.debug("store: expired %d data sources", len(gone))
+        return len(gone)
+
+    # ------------------------------------------------------------------ reading
+    def fresh(self, now: float | None = None) -> np.ndarray:
+        """Bool per key slot (length ``n_keys``): alive and heard from within ``expire_after``."""
+        if now is None:
+            now = self.clock.now()
+        n = self.n_keys
+        k = self.k
+        return k["alive"][:n] & k["has"][:n] & (k["last_seen"][:n] >= now - self.expire_after)
+
+    def slot_of(self, agent: int, source_id: int) -> int | None:
+        """Key slot of a data source, or None."""
+        key = np.uint64(agent) << np.uint64(32) | np.uint64(source_id)
+        pos = int(np.searchsorted(self._sorted_keys, key))
+        if pos < len(self._sorted_keys) and self._sorted_keys[pos] == key:
+            return int(self._sorted_slots[pos])
+        return None
+
+    def row_of(self, group: str, slot: int) -> int:
+        """Row of a key slot in a group's ring (-1 when it has none)."""
+        return int(self._row[group][slot])
+
+    def history(self, agent: int, source_id: int, group: str) -> np.ndarray:
+        """Stored samples of one data source in one group, oldest first (empty when unknown)."""
+        slot = self.slot_of(agent, source_id)
+        ring = self.rings[group]
+        if slot is None or self._row[group][slot] < 0:
+            return np.zeros(0, [(c, dt) for c, dt in ring.columns])
+        return ring.history(int(self._row[group][slot]))
+
+    def __len__(self) -> int:
+        """Number of live data sources."""
+        return int(self.k["alive"][: self.n_keys].sum())
+
+    def nbytes(self) -> int:
+        """Memory held by the key table and the rings."""
+        return (sum(a.nbytes for a in self.k.values()) + sum(a.nbytes for a in self._row.values())
+                + sum(r.nbytes() for r in self.rings.values()) + self._sorted_keys.nbytes
+                + self._sorted_slots.nbytes)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of samples by fate, live data sources and memory (for the API / logs)."""
+        return dict(self.counts, data_sources=len(self), bytes=self.nbytes())
