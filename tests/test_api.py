@@ -436,6 +436,6 @@ def test_core_health_errors_prometheus(core: ServerThread) -> None:
     st, hdrs, body = request(core.port, "GET", "/prometheus/metrics/ALL/ALL/txt")
     assert st == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4")
     text = body.decode()
-    assert 'fastflow_decoder_rejected_total{reason="bad_version"} 3' in text
+    assert 'fastflow_decoder_rejected_total{reason="bad_version",kind="error"} 3' in text
     assert "vir_cpu_utilization{agent=\"192.0.2.2\"" in text
     assert 'host="sflowpeer_burn.1.' in text

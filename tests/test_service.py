@@ -188,7 +188,7 @@ def test_run_subprocess_end_to_end(proc: Proc, swarm_pcap: Path) -> None:
     st, hdrs, text = request(http_port, "GET", "/prometheus/metrics/ALL/ALL/txt")
     assert st == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4")
     prom = text.decode()
-    m = re.search(r'^fastflow_decoder_rejected_total\{reason="bad_version"\} (\d+)$', prom, re.M)
+    m = re.search(r'^fastflow_decoder_rejected_total\{reason="bad_version",kind="error"\} (\d+)$', prom, re.M)
     assert m and int(m.group(1)) >= n_bad
     assert 'vir_cpu_utilization{agent="192.0.2.2"' in prom
     # the real data is still there and the service still answers

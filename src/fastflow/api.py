@@ -565,18 +565,23 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
     def health(req: Request) -> Response:
         ing = _call_stats(ingest_stats)
         errs = errors()
+        kinds = _reason_kinds()
         return json_response({"status": "ok", "version": __version__,
                               "uptime": round(time.time() - t0, 3),
-                              "ingest": ing, "decoder": {"errors": errs,
-                                                         "rejected": sum(errs.values())},
+                              "ingest": ing,
+                              "decoder": {"errors": errs, "rejected": sum(
+                                  v for k, v in errs.items() if kinds.get(k, "error") == "error")},
                               "agents": len(agents_snapshot())})
 
     def errors_json(req: Request) -> Response:
         from ._schema import REASONS
         errs = errors()
-        return json_response({"errors": errs, "total": sum(errs.values()),
-                              "reasons": {n: {"kind": k, "description": d}
-                                          for n, k, d in REASONS if n != "ok"}})
+        kinds = _reason_kinds()
+        return json_response({
+            "errors": errs,
+            "total": sum(v for k, v in errs.items() if kinds.get(k, "error") == "error"),
+            "skipped": sum(v for k, v in errs.items() if kinds.get(k) == "skip"),
+            "reasons": {n: {"kind": k, "description": d} for n, k, d in REASONS if n != "ok"}})
 
     def own_counters() -> dict[str, list[tuple[dict[str, str], Any]]]:
         own: dict[str, list[tuple[dict[str, str], Any]]] = {}
@@ -587,10 +592,11 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
                     "truncated", "decoded")):
                 name += "_total"
             own.setdefault(name, []).append(({}, v))
-        from ._schema import REASON_NAMES
         errs = errors()
-        own["fastflow_decoder_rejected_total"] = [({"reason": r}, errs.get(r, 0))
-                                                  for r in REASON_NAMES if r != "ok"]
+        kinds = _reason_kinds()
+        names = [r for r in kinds if r != "ok"] + sorted(set(errs) - set(kinds))
+        own["fastflow_decoder_rejected_total"] = [
+            ({"reason": r, "kind": kinds.get(r, "error")}, errs.get(r, 0)) for r in names]
         snap = agents_snapshot()
         for agent, st in snap.items():
             if not isinstance(st, Mapping):
@@ -621,6 +627,11 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         Route("GET", "/errors/json", errors_json),
         Route("GET", "/prometheus/metrics/{agents}/{metrics}/txt", prometheus),
     ]
+
+
+def _reason_kinds() -> dict[str, str]:
+    from ._schema import REASONS
+    return {name: kind for name, kind, _ in REASONS}
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")

@@ -162,7 +162,8 @@ class Service:
                     self.flows = FlowEngine(clock=clock, **flows_cfg)
                 sinks.append(self.flows)
         self.pipeline = Pipeline(sinks, clock=clock)
-        raw_metrics = _build(Metrics, store=self.store, agentstats=self.agentstats)
+        raw_metrics = _build(Metrics, store=self.store, agentstats=self.agentstats,
+                             lock=self.pipeline.lock)
         self.metrics = LockedMetrics(raw_metrics, self.pipeline.lock)
         if self.want_scaler:
             Scaler = _optional("fastflow.scaler", "Scaler")
