@@ -140,6 +140,9 @@ def test_keep_alive_many_requests_one_connection(srv: ServerThread) -> None:
         s.sendall(b"GET /echo/p1/x HTTP/1.1\r\n\r\nGET /echo/p2/x HTTP/1.1\r\n\r\n")
         assert json.loads(read_response(s)[2])["params"]["a"] == "p1"
         assert json.loads(read_response(s)[2])["params"]["a"] == "p2"
+        # a stray CRLF between requests is tolerated
+        s.sendall(b"\r\nGET /echo/crlf/x HTTP/1.1\r\n\r\n")
+        assert json.loads(read_response(s)[2])["params"]["a"] == "crlf"
         s.sendall(b"GET /echo/last/x HTTP/1.1\r\nConnection: close\r\n\r\n")
         st, h, _ = read_response(s)
         assert h["connection"] == "close"

@@ -164,6 +164,13 @@ class ApiServer:
             first = await asyncio.wait_for(reader.read(1), self.idle_timeout)
         except TimeoutError:
             return False
+        for _ in range(8):       # RFC 9112 2.2: ignore empty lines before a request line
+            if first not in (b"\r", b"\n"):
+                break
+            try:
+                first = await asyncio.wait_for(reader.read(1), self.header_timeout)
+            except TimeoutError:
+                return False
         if not first:
             return False
         head = first
