@@ -2,15 +2,19 @@
 """Single-pass capture walker: records -> link/IP/UDP parsing -> payloads packed back to back.
 
 The C twin of the pure-Python reader in :mod:`fastflow.pcap` (which stays the reference: both must
-give identical results). ``pcap.read`` sniffs the format and calls :func:`scan_classic` or
-:func:`scan_pcapng` with the whole file (bytes or a read-only mmap). Each returns
-``(buf, offsets, lengths, ts, src16, af, stats, linktype)``; reason codes in ``stats`` are the
-indices of ``fastflow.pcap.SKIP_REASONS`` (mirrored below as :data:`SKIP_REASONS`).
+give identical results). ``pcap.read`` sniffs the format, reads the whole file into a writable
+``uint8`` array and calls :func:`scan_classic` or :func:`scan_pcapng` on it. The payloads are
+compacted IN PLACE at the front of that array (the write position never passes the record being
+read), so no second buffer is allocated. Each returns ``(total, offsets, lengths, ts, src_idx,
+src16, af, stats, linktype)``: payload bytes now at ``data[:total]``; per datagram offsets, lengths,
+timestamps and an index into the distinct sources ``src16`` (n, 16) / ``af`` (4 or 6); ``stats``
+counts per reason code (indices of ``fastflow.pcap.SKIP_REASONS``, mirrored as
+:data:`SKIP_REASONS`); ``linktype`` of the first packet or -1.
 """
 
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc
-from libc.string cimport memcpy, memset
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 import numpy as np
 
@@ -199,73 +203,150 @@ cdef int parse_frame(int lt, const uint8_t* fr, Py_ssize_t n, int port, Out* o) 
     return parse_ip(fr, n, off, version, port, o)
 
 
+cdef struct SrcKey:
+    uint8_t addr[16]
+    uint8_t af
+
+
+cdef inline uint64_t key_hash(const uint8_t* addr, uint8_t af) noexcept nogil:
+    cdef uint64_t h = 1469598103934665603ULL ^ af
+    cdef int i
+    for i in range(16):
+        h = (h ^ addr[i]) * 1099511628211ULL
+    return h
+
+
 cdef class _Sink:
-    """Output arrays being filled (sized from the counting pass)."""
-    cdef uint8_t[::1] buf
+    """Output being filled: payloads compacted in place at the front of the file buffer, per
+    datagram offsets/lengths/ts and an index into a table of distinct source addresses."""
+    cdef uint8_t* out
     cdef int64_t[::1] offsets
     cdef int64_t[::1] lengths
     cdef double[::1] ts
-    cdef uint8_t[:, ::1] src
-    cdef uint8_t[::1] af
+    cdef int32_t[::1] src_idx
     cdef uint64_t[::1] stats
     cdef Py_ssize_t k
     cdef Py_ssize_t total
     cdef int first_lt
-    cdef object np_buf, np_off, np_len, np_ts, np_src, np_af, np_stats
+    # distinct sources: keys[0..nkeys) and an open-addressing hash of their indices (-1 = empty)
+    cdef SrcKey* keys
+    cdef int32_t* slots
+    cdef Py_ssize_t nkeys, capkeys, nslots
+    cdef object np_off, np_len, np_ts, np_idx, np_stats
 
-    def __init__(self, Py_ssize_t nrec, Py_ssize_t nbytes):
-        self.np_buf = np.empty(max(nbytes, 1), dtype=np.uint8)
+    def __cinit__(self):
+        self.keys = NULL
+        self.slots = NULL
+
+    def __dealloc__(self):
+        free(self.keys)
+        free(self.slots)
+
+    def __init__(self, Py_ssize_t nrec):
         self.np_off = np.empty(nrec, dtype=np.int64)
         self.np_len = np.empty(nrec, dtype=np.int64)
         self.np_ts = np.empty(nrec, dtype=np.float64)
-        self.np_src = np.zeros((nrec, 16), dtype=np.uint8)
-        self.np_af = np.zeros(nrec, dtype=np.uint8)
+        self.np_idx = np.empty(nrec, dtype=np.int32)
         self.np_stats = np.zeros(N_REASONS, dtype=np.uint64)
-        self.buf = self.np_buf
         self.offsets = self.np_off
         self.lengths = self.np_len
         self.ts = self.np_ts
-        self.src = self.np_src
-        self.af = self.np_af
+        self.src_idx = self.np_idx
         self.stats = self.np_stats
         self.k = 0
         self.total = 0
         self.first_lt = -1
+        self.nkeys = 0
+        self.capkeys = 0
+        self.nslots = 0
 
-    cdef inline void frame(self, int lt, const uint8_t* fr, Py_ssize_t caplen, double ts,
-                           int port) noexcept:
+    cdef int32_t intern(self, Out* o) except -1:
+        cdef uint64_t h = key_hash(o.src, <uint8_t>o.af)
+        cdef Py_ssize_t i, mask, j
+        cdef int32_t e
+        cdef SrcKey* nk
+        cdef int32_t* ns
+        if self.nslots:
+            mask = self.nslots - 1
+            i = <Py_ssize_t>(h & <uint64_t>mask)
+            while True:
+                e = self.slots[i]
+                if e < 0:
+                    break
+                if self.keys[e].af == o.af and memcmp(self.keys[e].addr, o.src, 16) == 0:
+                    return e
+                i = (i + 1) & mask
+        # new key; grow the tables when half full
+        if self.nkeys == self.capkeys:
+            self.capkeys = self.capkeys * 2 + 16
+            nk = <SrcKey*>realloc(self.keys, self.capkeys * sizeof(SrcKey))
+            if nk == NULL:
+                raise MemoryError()
+            self.keys = nk
+        if (self.nkeys + 1) * 2 > self.nslots:
+            ns = <int32_t*>malloc(max(self.nslots * 2, 64) * sizeof(int32_t))
+            if ns == NULL:
+                raise MemoryError()
+            free(self.slots)
+            self.slots = ns
+            self.nslots = max(self.nslots * 2, 64)
+            for j in range(self.nslots):
+                self.slots[j] = -1
+            mask = self.nslots - 1
+            for j in range(self.nkeys):
+                i = <Py_ssize_t>(key_hash(self.keys[j].addr, self.keys[j].af) & <uint64_t>mask)
+                while self.slots[i] >= 0:
+                    i = (i + 1) & mask
+                self.slots[i] = <int32_t>j
+        mask = self.nslots - 1
+        i = <Py_ssize_t>(h & <uint64_t>mask)
+        while self.slots[i] >= 0:
+            i = (i + 1) & mask
+        e = <int32_t>self.nkeys
+        memcpy(self.keys[e].addr, o.src, 16)
+        self.keys[e].af = <uint8_t>o.af
+        self.slots[i] = e
+        self.nkeys += 1
+        return e
+
+    cdef inline int frame(self, int lt, const uint8_t* fr, Py_ssize_t caplen, double ts,
+                          int port) except -1:
         cdef Out o
         cdef int r
         if self.first_lt < 0:
             self.first_lt = lt
         if self.k >= self.offsets.shape[0]:  # cannot happen: the counting pass is an upper bound
-            return
+            return 0
         r = parse_frame(lt, fr, caplen, port, &o)
         if r != R_OK:
             self.stats[r] += 1
-            return
-        memcpy(&self.buf[self.total], fr + o.off, o.length)
+            return 0
+        # in place: the write position never passes the frame being read
+        memmove(self.out + self.total, fr + o.off, o.length)
         self.offsets[self.k] = self.total
         self.lengths[self.k] = o.length
         self.ts[self.k] = ts
-        memcpy(&self.src[self.k, 0], o.src, 16)
-        self.af[self.k] = o.af
+        self.src_idx[self.k] = self.intern(&o)
         self.k += 1
         self.total += o.length
+        return 0
 
     cdef tuple result(self):
-        cdef Py_ssize_t k = self.k
-        buf = self.np_buf[: self.total]
-        if self.total < len(self.np_buf) // 2:
-            buf = buf.copy()
-        return (buf, self.np_off[:k], self.np_len[:k], self.np_ts[:k], self.np_src[:k],
-                self.np_af[:k], self.np_stats, self.first_lt)
+        cdef Py_ssize_t k = self.k, j
+        src16 = np.zeros((self.nkeys, 16), dtype=np.uint8)
+        af = np.zeros(self.nkeys, dtype=np.uint8)
+        cdef uint8_t[:, ::1] sv = src16
+        for j in range(self.nkeys):
+            memcpy(&sv[j, 0], self.keys[j].addr, 16)
+            af[j] = self.keys[j].af
+        return (self.total, self.np_off[:k], self.np_len[:k], self.np_ts[:k], self.np_idx[:k],
+                src16, af, self.np_stats, self.first_lt)
 
 
-def scan_classic(const uint8_t[::1] data, bint big_endian, bint ns, int linktype, int port):
+def scan_classic(uint8_t[::1] data, bint big_endian, bint ns, int linktype, int port):
     """Walk a classic pcap (``data`` is the whole file, header included)."""
     cdef Py_ssize_t n = data.shape[0]
-    cdef const uint8_t* d = &data[0] if n else NULL
+    cdef uint8_t* d = &data[0] if n else NULL
     cdef Py_ssize_t pos, nrec = 0
     cdef uint32_t sec, frac, caplen
     cdef double scale = 1e-9 if ns else 1e-6
@@ -277,7 +358,8 @@ def scan_classic(const uint8_t[::1] data, bint big_endian, bint ns, int linktype
             break
         nrec += 1
         pos += 16 + caplen
-    cdef _Sink s = _Sink(nrec, n)
+    cdef _Sink s = _Sink(nrec)
+    s.out = <uint8_t*>d
     # pass 2: parse
     pos = 24
     while True:
@@ -307,10 +389,10 @@ cdef struct Iface:
     uint32_t snap
 
 
-def scan_pcapng(const uint8_t[::1] data, int port):
+def scan_pcapng(uint8_t[::1] data, int port):
     """Walk a pcapng file: sections, interfaces, Enhanced/Simple/obsolete Packet Blocks."""
     cdef Py_ssize_t n = data.shape[0]
-    cdef const uint8_t* d = &data[0] if n else NULL
+    cdef uint8_t* d = &data[0] if n else NULL
     cdef Py_ssize_t pos, nrec = 0, blen, p, olen, caplen, bodylen
     cdef const uint8_t* body
     cdef bint big = False
@@ -334,7 +416,8 @@ def scan_pcapng(const uint8_t[::1] data, int port):
         if btype == 2 or btype == 3 or btype == 6:
             nrec += 1
         pos += blen
-    cdef _Sink s = _Sink(nrec, n)
+    cdef _Sink s = _Sink(nrec)
+    s.out = <uint8_t*>d
     big = False
     pos = 0
     try:

@@ -76,11 +76,11 @@ LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
+_MMAP_THRESHOLD = 8 << 20  # files this large are mapped, not read
 SUPPORTED_LINKTYPES = frozenset({0, 1, 12, 14, 101, 108, 113, 228, 229, 276})
 
 _VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 _AF_INET6_VALUES = (10, 23, 24, 28, 30)  # Linux, Windows, NetBSD/OpenBSD, FreeBSD, macOS
-_MMAP_THRESHOLD = 32 << 20
 
 
 class PcapError(ValueError):
@@ -484,43 +484,34 @@ def _read_python(path: str | os.PathLike[str], port: int) -> Capture:
                    _skipped_dict(stats), linktype)
 
 
-def _sources(src16: np.ndarray, af: np.ndarray) -> list[str]:
-    """Text of each row's source address, converting each distinct address once."""
-    n = len(af)
-    if n == 0:
-        return []
-    keys = np.concatenate([src16, af.reshape(-1, 1)], axis=1)
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    names = [_src_text(bytes(u[:16]), int(u[16])) for u in uniq]
-    return [names[i] for i in inv.reshape(-1).tolist()]
-
-
 def _read_cython(path: str | os.PathLike[str], port: int) -> Capture:
     from fastflow import _pcap  # noqa: PLC0415
 
     name = str(path)
-    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        head = f.read(24)
-        fmt = _sniff(head, name)
-        f.seek(0)
-        mm: mmap.mmap | None = None
-        data: Any
+        fmt = _sniff(f.read(24), name)
+        size = os.fstat(f.fileno()).st_size
         if size >= _MMAP_THRESHOLD:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            data = mm
+            # private copy-on-write mapping: no up-front copy; only pages the in-place compaction
+            # writes to become private memory. The mapping lives as long as Capture.buf.
+            data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY), np.uint8)
         else:
-            data = f.read()
-        try:
-            if fmt.kind == "pcap":
-                res = _pcap.scan_classic(data, fmt.endian == ">", fmt.ns, fmt.linktype, port)
-            else:
-                res = _pcap.scan_pcapng(data, port)
-        finally:
-            if mm is not None:
-                mm.close()
-    buf, offsets, lengths, ts, src16, af, stats, linktype = res
-    return Capture(buf, offsets, lengths, ts, _sources(src16, af), _skipped_dict(stats),
+            data = np.empty(size, dtype=np.uint8)
+            f.seek(0)
+            got = f.readinto(data.data)
+            if got != size:  # the file shrank while we read it
+                data = data[:got].copy()
+    if fmt.kind == "pcap":
+        res = _pcap.scan_classic(data, fmt.endian == ">", fmt.ns, fmt.linktype, port)
+    else:
+        res = _pcap.scan_pcapng(data, port)
+    total, offsets, lengths, ts, src_idx, src16, af, stats, linktype = res
+    names = [_src_text(bytes(src16[i]), int(af[i])) for i in range(len(af))]
+    src = [names[i] for i in src_idx.tolist()]
+    buf = data[:total]
+    if total < size // 2:  # mostly headers or skipped frames: do not pin the whole file
+        buf = buf.copy()
+    return Capture(buf, offsets, lengths, ts, src, _skipped_dict(stats),
                    fmt.linktype if linktype < 0 else linktype)
 
 
