@@ -226,3 +226,30 @@ def test_rolling_update_skipped(swarm: SwarmHelper) -> None:
     with pytest.raises(SwarmError, match="rolling update"):
         sw.set_replicas(name, 2)
     assert swarm.replicas(svc) == 1
+
+
+def test_dry_run_decides_without_changing_the_service(swarm: SwarmHelper) -> None:
+    """dry_run against the real engine: the decision is logged and recorded, the service untouched.
+
+    Metrics are canned (busy containers named after the real running tasks) so this runs even
+    without the metrics engine."""
+    from fastflow.scaler_policy import CPU
+
+    name = unique("dry")
+    svc = swarm.create_service(name, ["sleep", "600"], replicas=1)
+    tasks = swarm.wait_running(svc, 1)
+
+    class Busy:
+        def query(self, *a: Any, **k: Any) -> list[dict[str, Any]]:
+            return [{"metricName": CPU, "metricValue": 95.0, "metricN": 1}]
+
+        def dump(self, *a: Any, **k: Any) -> list[dict[str, Any]]:
+            return [{"agent": "127.0.0.1", "dataSource": "3:1", "metricName": CPU,
+                     "metricValue": 95.0, "lastUpdate": 100, "hostName": tasks[0]}]
+
+    scaler = make_scaler(Busy(), swarm.client, service=name)
+    scaler.dry_run = True
+    d = asyncio.run(scaler.tick(name))
+    assert d is not None and (d.action, d.desired) == ("up", 2), scaler.state()
+    assert scaler.events[-1]["dry_run"] is True and scaler.events[-1]["metrics"][CPU] == 95.0
+    assert swarm.replicas(svc) == 1
