@@ -261,12 +261,15 @@ class Store:
         self.strings = tables.strings
         self.agents = tables.agents
         c = tables.counters
+        n = len(c)
+        if n:
+            self._write(c)
         now = self.clock.now()
         if not 0.0 <= now - self._last_expiry < 1.0:   # at most once a second of clock time
             self.expire(now)
+
+    def _write(self, c: np.ndarray) -> None:
         n = len(c)
-        if n == 0:
-            return
         keys = (c["agent"].astype(np.uint64) << np.uint64(32)) | c["source_id"].astype(np.uint64)
         slots = self._slots_for(keys)
         self.counts["samples"] += n

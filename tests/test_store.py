@@ -1,0 +1,162 @@
+"""Store: key slots, ring order, growth, duplicates / reordering / resets, expiry (hand-made tables)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _engine_util import Engine, container, rows
+from fastflow.store import Store
+
+
+def test_rejects_bad_config() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        Store(depth=1)
+    with pytest.raises(ValueError, match="expire_after"):
+        Store(expire_after=0)
+
+
+def test_samples_in_order_and_ring_wraps() -> None:
+    e = Engine(depth=4)
+    e.feed(*[container(7, seq=i, uptime_ms=1000 * i, cpu_ms=10 * i) for i in range(1, 8)])
+    h = e.store.history(1, 3 << 24 | 7, "virt")
+    assert h["seq"].tolist() == [4, 5, 6, 7]                 # the last `depth` samples, oldest first
+    assert h["vcpu_cpu_time"].tolist() == [40, 50, 60, 70]
+    assert len(e.store) == 1
+    assert e.store.counts["accepted"] == 7
+
+
+def test_several_samples_of_one_key_in_one_batch_keep_order() -> None:
+    e = Engine()
+    t = rows(container(1, 1, 1000, cpu_ms=1), container(2, 1, 1000, cpu_ms=5),
+             container(1, 2, 2000, cpu_ms=2), container(1, 3, 3000, cpu_ms=3),
+             container(2, 2, 2000, cpu_ms=6))
+    e.add(t)
+    assert e.store.history(1, 3 << 24 | 1, "virt")["vcpu_cpu_time"].tolist() == [1, 2, 3]
+    assert e.store.history(1, 3 << 24 | 2, "virt")["vcpu_cpu_time"].tolist() == [5, 6]
+
+
+def test_growth_by_doubling_keeps_data() -> None:
+    e = Engine()
+    e.store = Store(clock=e.clock, capacity=2)
+    n = 1000
+    t = rows(*[container(i, 1, 1000, cpu_ms=i) for i in range(n)])
+    e.add(t)
+    t2 = rows(*[container(i, 2, 2000, cpu_ms=2 * i) for i in range(n)])
+    e.add(t2)
+    assert len(e.store) == n
+    assert e.store.rings["virt"].capacity >= n
+    for i in (0, 1, 517, 999):
+        assert e.store.history(1, 3 << 24 | i, "virt")["vcpu_cpu_time"].tolist() == [i, 2 * i]
+
+
+def test_sub_agent_ignored_and_agents_distinct() -> None:
+    e = Engine()
+    e.feed(container(1, 1, 1000, sub_agent_id=5), container(1, 2, 2000, sub_agent_id=6),
+           container(1, 1, 1000, agent=2))
+    assert len(e.store) == 2
+    assert len(e.store.history(1, 3 << 24 | 1, "virt")) == 2
+
+
+def test_duplicate_dropped_and_counted() -> None:
+    e = Engine()
+    a = container(1, 5, 5000, cpu_ms=100)
+    e.feed(container(1, 4, 4000, cpu_ms=50), a, dict(a))
+    assert e.store.counts["duplicate"] == 1
+    assert len(e.store.history(1, 3 << 24 | 1, "virt")) == 2
+    # duplicate inside one batch too
+    b = container(1, 6, 6000, cpu_ms=150)
+    e.add(rows(b, b))
+    assert e.store.counts["duplicate"] == 2
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [4, 5, 6]
+
+
+def test_reordered_dropped_and_counted() -> None:
+    e = Engine()
+    e.feed(container(1, 1, 1000), container(1, 3, 3000))
+    late = container(1, 2, 2000, ts=1_700_000_003.5)   # arrives after seq 3
+    e.feed(late)
+    assert e.store.counts["reordered"] == 1
+    assert e.store.counts["reset"] == 0
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1, 3]
+
+
+def test_agent_restart_resets_the_data_source() -> None:
+    e = Engine()
+    e.feed(container(1, 100, 500_000, ts=1_700_000_500.0),
+           container(1, 101, 510_000, ts=1_700_000_510.0))
+    e.feed(container(1, 1, 2000, ts=1_700_000_520.0))        # uptime far backwards: restart
+    assert e.store.counts["reset"] == 1
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1]
+    e.feed(container(1, 2, 12000, ts=1_700_000_530.0))
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1, 2]
+
+
+def test_repeated_backwards_samples_become_a_reset() -> None:
+    """A restart that looks like reordering (short uptime) is not dropped forever."""
+    e = Engine()
+    e.feed(container(1, 10, 20_000), container(1, 11, 22_000))
+    for i in range(1, 6):
+        e.feed(container(1, i, 1000 * i, ts=1_700_000_030.0 + i))
+    h = e.store.history(1, 3 << 24 | 1, "virt")
+    assert h["seq"].tolist()[-1] == 5
+    assert e.store.counts["reset"] == 1 and e.store.counts["reordered"] == 3
+
+
+def test_sequence_restart_with_uptime_forwards_is_reset() -> None:
+    e = Engine()
+    e.feed(container(1, 50, 10_000), container(1, 51, 12_000), container(1, 1, 14_000))
+    assert e.store.counts["reset"] == 1
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1]
+
+
+def test_same_uptime_later_sequence_replaces_newest() -> None:
+    """hsflowd can put two polls of one container in a datagram (same uptime): keep the later."""
+    e = Engine()
+    e.feed(container(1, 1, 1000, cpu_ms=1))
+    e.add(rows(container(1, 2, 3000, cpu_ms=5), container(1, 3, 3000, cpu_ms=6)))
+    h = e.store.history(1, 3 << 24 | 1, "virt")
+    assert h["seq"].tolist() == [1, 3] and h["vcpu_cpu_time"].tolist() == [1, 6]
+
+
+def test_expiry_frees_and_reuses_slots() -> None:
+    e = Engine(expire_after=30.0)
+    t0 = 1_700_000_000.0
+    e.feed(container(1, 1, 1000, ts=t0), container(2, 1, 1000, ts=t0))
+    assert len(e.store) == 2
+    e.feed(container(1, 2, 41_000, ts=t0 + 40))             # container 2 silent for 40 s
+    assert len(e.store) == 1
+    assert e.store.counts["expired"] == 1
+    assert e.store.fresh().sum() == 1
+    rows_used = e.store.rings["virt"].n_rows
+    e.feed(container(3, 1, 1000, ts=t0 + 41))               # a new container reuses the row
+    assert e.store.rings["virt"].n_rows == rows_used
+    assert len(e.store) == 2
+    # container 2 comes back: a fresh data source with no history
+    e.feed(container(2, 9, 50_000, ts=t0 + 50))
+    assert e.store.history(1, 3 << 24 | 2, "virt")["seq"].tolist() == [9]
+
+
+def test_fresh_follows_the_clock_without_writes() -> None:
+    e = Engine(expire_after=30.0)
+    e.feed(container(1, 1, 1000, ts=1_700_000_000.0))
+    e.clock.set(1_700_000_029.0)
+    assert e.store.fresh().tolist() == [True]
+    e.clock.set(1_700_000_031.0)
+    assert e.store.fresh().tolist() == [False]
+
+
+def test_groups_only_hold_their_records() -> None:
+    e = Engine()
+    e.feed(container(1, 1, 1000))
+    assert e.store.rings["virt"].n_rows == 1
+    assert e.store.rings["host"].n_rows == 0 and e.store.rings["if"].n_rows == 0
+    st = e.store.stats()
+    assert st["data_sources"] == 1 and st["bytes"] > 0
+
+
+def test_empty_batch_is_fine() -> None:
+    e = Engine()
+    e.add(rows())
+    assert len(e.store) == 0
+    assert np.all(e.store.fresh() == np.zeros(0, bool))
