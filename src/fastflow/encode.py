@@ -123,19 +123,27 @@ def _hex(v: Any, name: str) -> bytes:
         raise EncodeError(f"{name}: not a hex string: {str(v)[:40]!r}") from None
 
 
-def _xdr_string(v: Any, name: str, maxlen: int | None = None) -> bytes:
+def _xdr_string(v: Any, name: str, maxlen: int | None = None, pad: Any = None) -> bytes:
     raw = v if isinstance(v, (bytes, bytearray)) else str(v if v is not None else "").encode()
     if maxlen is not None and len(raw) > maxlen:
         raise EncodeError(f"{name}: {len(raw)} bytes, at most {maxlen}")
-    return _u32(len(raw)) + _pad4(bytes(raw))
+    return _opaque(bytes(raw), pad)
 
 
-def _opaque(raw: bytes) -> bytes:
-    return _u32(len(raw)) + _pad4(raw)
+def _opaque(raw: bytes, pad: Any = None) -> bytes:
+    """XDR opaque<>; ``pad`` (hex) gives the padding bytes when they were not zero on the wire
+    (real agents leave garbage there: hsflowd's sampled_header)."""
+    if pad is None:
+        return _u32(len(raw)) + _pad4(raw)
+    padb = _hex(pad, "pad")
+    if len(padb) != -len(raw) % 4:
+        raise EncodeError(f"pad of {len(padb)} bytes for an opaque of {len(raw)}")
+    return _u32(len(raw)) + raw + padb
 
 
-def _mac(v: Any, name: str) -> bytes:
-    """A MAC as 12 hex digits (":" / "-" allowed), 6 bytes or an int -> 8 bytes on the wire."""
+def _mac(v: Any, name: str, pad: Any = None) -> bytes:
+    """A MAC as 12 hex digits (":" / "-" allowed), 6 bytes or an int -> 8 bytes on the wire
+    (the 2 pad bytes are ``pad`` (hex) when given, else zero)."""
     if isinstance(v, int):
         raw = v.to_bytes(6, "big")
     elif isinstance(v, (bytes, bytearray)):
@@ -144,7 +152,10 @@ def _mac(v: Any, name: str) -> bytes:
         raw = _hex(str(v).replace(":", "").replace("-", ""), name)
     if len(raw) != 6:
         raise EncodeError(f"{name}: a MAC is 6 bytes, got {len(raw)}")
-    return raw + b"\0\0"
+    padb = b"\0\0" if pad is None else _hex(pad, f"{name} pad")
+    if len(padb) != 2:
+        raise EncodeError(f"{name}: MAC pad is 2 bytes")
+    return raw + padb
 
 
 def _address(v: Any, name: str, af: int | None = None) -> bytes:
@@ -229,9 +240,14 @@ def encode_counter_record(rec: Mapping[str, Any]) -> bytes:
     num = fmt & 0xFFF
     _f, name, min_len, fields = COUNTER_RECORD_BY_FORMAT[num]
     if num == 2000:
-        body = (_xdr_string(rec.get("hostname", ""), "hostname", 64) + _uuid_bytes(rec.get("uuid"))
+        hostname = _hex(rec["hostname_raw"], "hostname_raw") if "hostname_raw" in rec \
+            else rec.get("hostname", "")
+        release = _hex(rec["os_release_raw"], "os_release_raw") if "os_release_raw" in rec \
+            else rec.get("os_release", "")
+        body = (_xdr_string(hostname, "hostname", 64, rec.get("hostname_pad"))
+                + _uuid_bytes(rec.get("uuid"))
                 + _u32(rec.get("machine_type", 0), "machine_type") + _u32(rec.get("os_name", 0), "os_name")
-                + _xdr_string(rec.get("os_release", ""), "os_release", 32))
+                + _xdr_string(release, "os_release", 32, rec.get("os_release_pad")))
     elif num == 2001:
         parts = []
         adapters = rec.get("adapters", [])
@@ -239,8 +255,13 @@ def encode_counter_record(rec: Mapping[str, Any]) -> bytes:
             adapters = [{"if_index": 0, "macs": []}] * adapters
         for a in adapters:
             macs = a.get("macs", [])
+            # hsflowd sends uninitialised pad bytes (often ffff) after each 6-byte MAC; a decoder
+            # that keeps them gives "mac_pads" (hex, one per MAC) so the bytes come back the same
+            pads = a.get("mac_pads") or [None] * len(macs)
+            if len(pads) != len(macs):
+                raise EncodeError("host_adapters: mac_pads and macs differ in length")
             parts.append(_u32(a.get("if_index", 0), "if_index") + _u32(len(macs))
-                         + b"".join(_mac(m, "mac") for m in macs))
+                         + b"".join(_mac(m, "mac", pad) for m, pad in zip(macs, pads, strict=True)))
         body = _u32(len(parts)) + b"".join(parts)
     else:
         end = min_len
@@ -277,10 +298,11 @@ def encode_flow_record(rec: Mapping[str, Any]) -> bytes:
             raise EncodeError(f"sampled_header: header_length {hlen} != {len(header)} header bytes")
         body = (_u32(g("header_protocol", 1), "header_protocol")
                 + _u32(g("frame_length", len(header)), "frame_length")
-                + _u32(g("stripped", 0), "stripped") + _opaque(header))
+                + _u32(g("stripped", 0), "stripped") + _opaque(header, g("header_pad")))
     elif num == 2:
-        body = (_u32(g("length", 0), "length") + _mac(g("src_mac", 0), "src_mac")
-                + _mac(g("dst_mac", 0), "dst_mac") + _u32(g("type", g("eth_type", 0)), "type"))
+        body = (_u32(g("length", 0), "length") + _mac(g("src_mac", 0), "src_mac", g("src_mac_pad"))
+                + _mac(g("dst_mac", 0), "dst_mac", g("dst_mac_pad"))
+                + _u32(g("type", g("eth_type", 0)), "type"))
     elif num in (3, 4):
         ver = 4 if num == 3 else 6
         body = (_u32(g("length", 0), "length") + _u32(g("protocol", 0), "protocol")
@@ -346,6 +368,13 @@ _SAMPLE_FORMATS = {("counters", False): 2, ("counters", True): 4, ("flow", False
 def encode_sample(s: Mapping[str, Any]) -> bytes:
     """One sample record (data_format + length + body) from its object form."""
     typ = s.get("type")
+    if s.get("error") == "sample_overrun":
+        # as decoded: the rest of the datagram, after the sample's (format, declared length) if
+        # those fitted; encoded as it was so that malformed captures come back byte for byte
+        data = _hex(s.get("data", ""), "sample data")
+        if "format" not in s:
+            return data
+        return _u32(parse_format(s["format"])) + _u32(s.get("length", len(data)), "length") + data
     if typ in ("unknown", "discard") or "error" in s:
         if "format" not in s:
             raise EncodeError(f"{typ or 'rejected'} sample needs 'format'")
@@ -391,15 +420,23 @@ def encode_datagram(obj: Mapping[str, Any]) -> bytes:
     """A whole sFlow v5 datagram from the object shape ``fastflow.decode.decode()`` returns.
 
     ``num_samples`` is the number of samples given (the object's own ``num_samples``/``length``
-    are ignored: they are outputs of the decoder); ``version`` defaults to 5.
+    are outputs of the decoder and ignored, except that a datagram whose ``errors`` include
+    ``sample_overrun`` keeps its declared ``num_samples``); ``version`` defaults to 5.
+    Non-zero XDR padding (which real agents send) comes back when the object carries it:
+    ``header_pad`` (sampled_header), ``src_mac_pad``/``dst_mac_pad`` (sampled_ethernet),
+    ``mac_pads`` (per host_adapters adapter), ``hostname_pad``/``os_release_pad`` (host_descr);
+    strings that were not UTF-8 come back from ``hostname_raw``/``os_release_raw`` (hex).
     """
     samples = obj.get("samples", [])
+    num = len(samples)
+    if "sample_overrun" in obj.get("errors", ()) and "num_samples" in obj:
+        num = int(obj["num_samples"])  # a malformed datagram: keep the count it declared
     af = obj.get("agent_address_type")
     head = (_u32(obj.get("version", 5), "version")
             + _address(obj.get("agent", "unknown"), "agent", None if af is None else int(af))
             + _u32(obj.get("sub_agent_id", 0), "sub_agent_id")
             + _u32(obj.get("sequence_number", 0), "sequence_number")
-            + _u32(obj.get("uptime", 0), "uptime") + _u32(len(samples)))
+            + _u32(obj.get("uptime", 0), "uptime") + _u32(num, "num_samples"))
     return head + b"".join(encode_sample(s) for s in samples) + _hex(obj.get("trailing"), "trailing")
 
 
@@ -455,7 +492,8 @@ def raw_record(fmt: str, data: bytes) -> Obj:
 def counter_record(name: str, **fields: Any) -> Obj:
     """Any counter record of ``_schema.COUNTER_RECORDS`` by name, every fixed field defaulting to 0.
 
-    host_cpu's optional tail (cpu_steal, cpu_guest, cpu_guest_nice) is included only when given.
+    host_cpu's optional tail (cpu_steal, cpu_guest, cpu_guest_nice) is included (whole) only when
+    one of its fields is given.
     """
     if name not in COUNTER_RECORD_BY_NAME:
         raise EncodeError(f"unknown counter record {name!r}")
@@ -465,10 +503,11 @@ def counter_record(name: str, **fields: Any) -> Obj:
     bad = set(fields) - known - {"extra"}
     if bad:
         raise EncodeError(f"{name}: unknown fields {sorted(bad)}")
+    tail = any(f[0] in fields for f in flds if f[2] is not None and f[2] >= min_len)
     for json_name, _col, off, typ in flds:
         if json_name in fields:
             rec[json_name] = fields[json_name]
-        elif off is not None and off < min_len:
+        elif off is not None and (off < min_len or tail):
             rec[json_name] = 0.0 if typ == "f32" else 0
     if "extra" in fields:
         rec["extra"] = fields["extra"]
