@@ -1,6 +1,5 @@
 """Type stub for the Cython capture walker (see _pcap.pyx)."""
 
-from typing import Any
 
 import numpy as np
 
