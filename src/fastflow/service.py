@@ -130,6 +130,7 @@ class Service:
         self.ingest: Any = None
         self.api: ApiServer | None = None
         self._scaler_task: asyncio.Task[None] | None = None
+        self._ingest_started = False
         self._build()
 
     # ------------------------------------------------------------------------------ assembly
@@ -229,6 +230,7 @@ class Service:
         try:
             await self.api.start()     # first: it refuses unsafe configurations
             await asyncio.to_thread(self.ingest.start)
+            self._ingest_started = True
         except BaseException:
             await self.stop()
             raise
@@ -264,7 +266,8 @@ class Service:
             self._scaler_task = None
         if self.api is not None:
             await self.api.stop()
-        if self.ingest is not None:
+        if self.ingest is not None and self._ingest_started:
+            self._ingest_started = False
             try:
                 await asyncio.to_thread(self.ingest.stop)
             except Exception:  # noqa: BLE001
