@@ -368,3 +368,14 @@ def test_fuzz_mutated_frames(tmp_path: Path, pkts: list[tuple[bytes, int, int, i
     p = write_classic(tmp_path / "m.pcap", 1, frames)
     for port in (6343, None):
         assert_same(pcap.read(p, port, pure_python=True), pcap.read(p, port, pure_python=False))
+
+
+@needs_cython
+def test_mmap_path_matches(swarm_pcap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files are mapped copy-on-write: same result, and the file itself is not modified."""
+    before = swarm_pcap.read_bytes()
+    ref = pcap.read(swarm_pcap, pure_python=True)
+    monkeypatch.setattr(pcap, "_MMAP_THRESHOLD", 0)
+    fast = pcap.read(swarm_pcap, pure_python=False)
+    assert_same(ref, fast)
+    assert swarm_pcap.read_bytes() == before
