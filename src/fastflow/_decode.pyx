@@ -174,6 +174,26 @@ cdef int _intern_rehash(Intern *t) noexcept nogil:
     return 1
 
 
+cdef void _intern_truncate(Intern *t, uint32_t n0) noexcept nogil:
+    """Forget the entries added after the first ``n0`` (those of a rolled-back datagram).
+
+    Safe with linear probing because they are the newest entries: no older entry's probe chain
+    runs through their slots.
+    """
+    cdef uint32_t e, i
+    if t.n <= n0:
+        return
+    e = t.n
+    while e > n0:
+        e -= 1
+        i = t.ent_hash[e] & t.slot_mask
+        while t.slots[i] != 0 and t.slots[i] != e + 1:
+            i = (i + 1) & t.slot_mask
+        t.slots[i] = 0
+    t.arena_len = t.ent_off[n0]
+    t.n = n0
+
+
 cdef class Decoder:
     """sFlow v5 table decoder (Cython). See docs/internals.md section 2 for the contract."""
 
@@ -466,7 +486,7 @@ cdef class Decoder:
 
     cdef int _datagram(self, const uint8_t *p, Py_ssize_t n, double ts) noexcept nogil:
         """Decode one datagram; 1 when a table would overflow (nothing of it kept), else 0."""
-        cdef uint32_t at, alen, hdr, nsamp, i, sfmt, slen, agent = 0
+        cdef uint32_t at, alen, hdr, nsamp, i, sfmt, slen, agent = 0, s0, a0
         cdef uint8_t key[17]
         cdef const uint8_t *q
         cdef const uint8_t *pos
@@ -504,6 +524,8 @@ cdef class Decoder:
         if self.n_datagrams >= self.datagram_capacity:
             return 1
         self._dn = 0
+        s0 = self._strings.n
+        a0 = self._agents.n
         key[0] = <uint8_t>at
         memcpy(key + 1, p + 8, alen)
         if self._intern(&self._agents, key, 1 + alen, &agent):
@@ -548,6 +570,8 @@ cdef class Decoder:
                 self.n_counters = c0
                 self.n_flows = f0
                 memset(self._derr, 0, sizeof(self._derr))
+                _intern_truncate(&self._strings, s0)
+                _intern_truncate(&self._agents, a0)
                 return 1
             i += 1
         if not overrun and pos < end:
@@ -967,25 +991,19 @@ cdef class Decoder:
         memcpy(row + F.ip_src, h + 8, 16)
         memcpy(row + F.ip_dst, h + 24, 16)
         nh = h[6]
-        while True:
-            if nh == 0 or nh == 43 or nh == 60:
-                if pos + 2 > n:
-                    l4 = False
-                    break
-                nh = h[pos]
-                pos += (<uint64_t>h[pos + 1] + 1) * 8
-            elif nh == 44:
-                if pos + 8 > n:
-                    l4 = False
-                    break
+        # extension headers (each at least 8 bytes); a non-first fragment has no L4 header
+        while nh == 0 or nh == 43 or nh == 60 or nh == 44:
+            if pos + 8 > n:
+                l4 = False
+                break
+            if nh == 44:
                 if (ff_be16(h + pos + 2) >> 3) != 0:
-                    nh = h[pos]
                     l4 = False
-                    break
                 nh = h[pos]
                 pos += 8
             else:
-                break
+                nh = h[pos]
+                pos += (<uint64_t>h[pos + 1] + 1) * 8
         row[F.ip_protocol] = nh
         if l4 and pos <= n:
             self._l4(row, nh, h + pos, <uint32_t>(n - pos))
