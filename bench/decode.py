@@ -48,7 +48,7 @@ def read_datagrams(path: Path) -> list[bytes]:
 
         cap = pcap.read(path, port=None)
         buf = bytes(cap.buf)
-        return [buf[o:o + n] for o, n in zip(cap.offsets.tolist(), cap.lengths.tolist())]
+        return [buf[o:o + n] for o, n in zip(cap.offsets.tolist(), cap.lengths.tolist(), strict=True)]
     except ImportError:
         pass
     data = path.read_bytes()

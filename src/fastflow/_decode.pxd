@@ -66,10 +66,35 @@ cdef extern from *:
         }
         return 0;
     }
-    static inline uint32_t ff_hash(const uint8_t *p, uint32_t n) {  /* FNV-1a */
-        uint32_t h = 2166136261u;
-        for (uint32_t i = 0; i < n; i++) { h ^= p[i]; h *= 16777619u; }
-        return h;
+    /* hash of an intern key (hostnames ~10-64 bytes): 8 bytes per step, the tail read as one
+       overlapping word (no byte loop, no store-forwarding stall) */
+    static inline uint64_t ff_mix(uint64_t h, uint64_t v) {
+        h = (h ^ v) * 0xff51afd7ed558ccdull; return h ^ (h >> 29);
+    }
+    static inline uint32_t ff_hash(const uint8_t *p, uint32_t n) {
+        uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, v;
+        uint32_t i = 0, a, b;
+        if (n >= 8) {
+            for (; i + 8 <= n; i += 8) { memcpy(&v, p + i, 8); h = ff_mix(h, v); }
+            if (i < n) { memcpy(&v, p + n - 8, 8); h = ff_mix(h, v); }
+        } else if (n >= 4) {
+            memcpy(&a, p, 4); memcpy(&b, p + n - 4, 4); h = ff_mix(h, ((uint64_t)a << 32) | b);
+        } else if (n > 0) {
+            h = ff_mix(h, (uint64_t)p[0] | ((uint64_t)p[n / 2] << 8) | ((uint64_t)p[n - 1] << 16));
+        }
+        h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ull; h ^= h >> 33;
+        return (uint32_t)h;
+    }
+    /* runs of consecutive big-endian fields -> consecutive little-endian columns (vectorises) */
+    static inline void ff_run32(uint8_t *d, const uint8_t *s, int n) {
+        for (int i = 0; i < n; i++) {
+            uint32_t v; memcpy(&v, s + 4 * i, 4); v = __builtin_bswap32(v); memcpy(d + 4 * i, &v, 4);
+        }
+    }
+    static inline void ff_run64(uint8_t *d, const uint8_t *s, int n) {
+        for (int i = 0; i < n; i++) {
+            uint64_t v; memcpy(&v, s + 8 * i, 8); v = __builtin_bswap64(v); memcpy(d + 8 * i, &v, 8);
+        }
     }
     """
     ctypedef struct ff_cur:
@@ -92,6 +117,8 @@ cdef extern from *:
     bint ff_opaque(ff_cur *c, uint32_t maxlen, const uint8_t **data, uint32_t *len) noexcept nogil
     bint ff_address(ff_cur *c, uint8_t *out) noexcept nogil
     uint32_t ff_hash(const uint8_t *p, uint32_t n) noexcept nogil
+    void ff_run32(uint8_t *d, const uint8_t *s, int n) noexcept nogil
+    void ff_run64(uint8_t *d, const uint8_t *s, int n) noexcept nogil
 
 
 # A C intern table: entries are byte strings in one arena, found through an open-addressing hash
@@ -116,6 +143,14 @@ ctypedef struct CField:
     int32_t size
 
 
+# A run of ``count`` consecutive fields of one size, consecutive on the wire and in the row.
+ctypedef struct CRun:
+    int32_t wire_off
+    int32_t col_off
+    int32_t count
+    int32_t size
+
+
 # One known counter record. kind: 0 fixed layout (fields[first:first+count]), 1 host_descr,
 # 2 host_adapters. full_len: length that holds every field (no per-field checks needed).
 ctypedef struct CRec:
@@ -125,6 +160,8 @@ ctypedef struct CRec:
     uint32_t bit
     int32_t first
     int32_t count
+    int32_t run_first
+    int32_t run_count
 
 
 # Column offsets (bytes into a row) of the hand-coded columns.
@@ -193,6 +230,7 @@ cdef class Decoder:
     cdef int16_t _rec_by_fmt[4096]
     cdef CRec _recs[32]
     cdef CField _fields[256]
+    cdef CRun _runs[256]
     cdef int _nrecs
 
     cdef Intern _strings

@@ -271,6 +271,9 @@ cdef class Decoder:
 
     def _init_counter_table(self):
         cdef CRec *rec
+        cdef CRun *run
+        cdef CField *f
+        cdef int k, nr = 0
         cdtype = _schema.COUNTER_DTYPE
         for i in range(4096):
             self._rec_by_fmt[i] = -1
@@ -304,6 +307,24 @@ cdef class Decoder:
                     rec.full_len = max(rec.full_len, off + size)
                     nf += 1
                     rec.count += 1
+            # merge the fields into runs (same size, contiguous on the wire and in the row)
+            rec.run_first = nr
+            rec.run_count = 0
+            for k in range(rec.first, rec.first + rec.count):
+                f = &self._fields[k]
+                if rec.run_count:
+                    run = &self._runs[nr - 1]
+                    if (run.size == f.size and f.wire_off == run.wire_off + run.count * run.size
+                            and f.col_off == run.col_off + run.count * run.size):
+                        run.count += 1
+                        continue
+                run = &self._runs[nr]
+                run.wire_off = f.wire_off
+                run.col_off = f.col_off
+                run.size = f.size
+                run.count = 1
+                nr += 1
+                rec.run_count += 1
             self._rec_by_fmt[fmt] = idx
         self._nrecs = len(recs)
 
@@ -322,7 +343,7 @@ cdef class Decoder:
         cdef const double[::1] tsv
         cdef double ts0 = 0.0
         cdef bint per_ts = False
-        cdef Py_ssize_t n, i, k = 0
+        cdef Py_ssize_t n, i, k = 0, bad = -1, blen
         cdef const uint8_t *base
         offs_a = np.ascontiguousarray(offsets, np.int64)
         lens_a = np.ascontiguousarray(lengths, np.int64)
@@ -343,16 +364,17 @@ cdef class Decoder:
             raise RuntimeError("Decoder.feed called while another feed is running on it")
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
         try:
-            if n:
-                if (offs_a < 0).any() or (lens_a < 0).any():
-                    raise ValueError("negative offset or length")
-                bad = np.flatnonzero(offs_a > view.len - lens_a)
-                if bad.size:
-                    j = int(bad[0])
-                    raise ValueError(f"datagram {j}: offset {int(offs_a[j])} + length "
-                                     f"{int(lens_a[j])} is outside the buffer ({view.len} bytes)")
             offs = offs_a
             lens = lens_a
+            blen = view.len
+            with nogil:  # every pair is checked before anything is decoded
+                for i in range(n):
+                    if offs[i] < 0 or lens[i] < 0 or offs[i] > blen - lens[i]:
+                        bad = i
+                        break
+            if bad >= 0:
+                raise ValueError(f"datagram {bad}: offset {offs[bad]} / length {lens[bad]} is "
+                                 f"outside the buffer ({blen} bytes)")
             base = <const uint8_t *>view.buf
             self._busy = True
             try:
@@ -607,6 +629,7 @@ cdef class Decoder:
         cdef int idx, k, last
         cdef CRec *rec
         cdef CField *fld
+        cdef CRun *run
         if end - p < fixed:
             self._err(R_SAMPLE_TOO_SHORT)
             return 0
@@ -648,12 +671,12 @@ cdef class Decoder:
             if rec.kind == K_FIXED:
                 last = rec.first + rec.count
                 if rlen >= rec.full_len:
-                    for k in range(rec.first, last):
-                        fld = &self._fields[k]
-                        if fld.size == 4:
-                            ff_cp32(row + fld.col_off, b + fld.wire_off)
+                    for k in range(rec.run_first, rec.run_first + rec.run_count):
+                        run = &self._runs[k]
+                        if run.size == 4:
+                            ff_run32(row + run.col_off, b + run.wire_off, run.count)
                         else:
-                            ff_cp64(row + fld.col_off, b + fld.wire_off)
+                            ff_run64(row + run.col_off, b + run.wire_off, run.count)
                 else:  # optional tail (host_cpu): fields past the record stay / become 0
                     for k in range(rec.first, last):
                         fld = &self._fields[k]
