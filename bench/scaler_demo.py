@@ -60,9 +60,11 @@ def decision_time(n_services: int, repeats: int) -> dict[str, Any]:
                 sample = e.counter_sample(f"3:{100000 + 2 * i + j}", [
                     e.host_descr(hostname=h), e.host_parent(2, 1),
                     e.virt_cpu(cpu_time=1000 + k * (i % 100) * 10),
-                    e.virt_net_io(rx_bytes=k * 1000, tx_bytes=k * 2000)], expanded=True)
+                    e.virt_net_io(rx_bytes=k * 1000, tx_bytes=k * 2000)],
+                    sequence_number=k + 1, expanded=True)
                 agent = f"10.{(i >> 8) & 255}.{i & 255}.1"
-                blobs.append(e.encode_datagram(e.datagram(agent, [sample], sequence_number=k + 1)))
+                blobs.append(e.encode_datagram(e.datagram(
+                    agent, [sample], sequence_number=k + 1, uptime=100_000 + 1000 * k)))
         buf = np.frombuffer(b"".join(blobs), np.uint8)
         lengths = np.array([len(b) for b in blobs], np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])

@@ -228,3 +228,21 @@ def test_policy_roundtrip_and_update() -> None:
     with pytest.raises(PolicyError):
         Policy.from_dict({"service": "other"}, p)
     assert Policy.from_dict(p.to_dict()) == p
+
+
+def test_gone_tasks_are_ignored_but_running_ones_must_report() -> None:
+    """After a scale-down the removed task's samples linger (stale): they must not block decisions."""
+    p = pol()
+    running = {"web.1.a", "web.2.b"}
+    t = Telemetry(containers={"web.1.a": 1.0, "web.2.b": 1.0, "web.3.gone": 50.0},
+                  values={CPU: 5.0}, running=2, task_names=running)
+    assert decide(p, 2, t, 0, History()).action == "down"
+    t.containers["web.2.b"] = 50.0
+    d = decide(p, 2, t, 0, History())
+    assert d.action == "hold" and "stale" in d.reason
+    # without task names: fresh containers must equal the running count
+    t2 = Telemetry(containers={"web.1.a": 1.0, "web.2.b": 1.0, "web.3.gone": 50.0},
+                   values={CPU: 5.0}, running=2)
+    assert decide(p, 2, t2, 0, History()).action == "down"
+    t2.containers["web.2.b"] = 50.0
+    assert decide(p, 2, t2, 0, History()).action == "hold"

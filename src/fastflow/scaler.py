@@ -77,7 +77,11 @@ def gather_telemetry(metrics: MetricsSource, policy: Policy,
                      task_names: Sequence[str] | None) -> Telemetry:
     """Averages (query) and per-container freshness (dump) for ``policy``'s containers."""
     names = policy.required_metrics() or ["vir_cpu_utilization"]
-    flt = {"vir_host_name": [policy.pattern]}
+    # restrict to the running tasks' names when known: a gone task's last values must not count
+    if task_names:
+        flt = {"vir_host_name": [re.escape(n) for n in sorted(task_names)]}
+    else:
+        flt = {"vir_host_name": [policy.pattern]}
     t = Telemetry(running=len(task_names) if task_names is not None else 0,
                   task_names=set(task_names) if task_names is not None else None)
     try:

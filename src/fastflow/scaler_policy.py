@@ -248,19 +248,28 @@ def check_telemetry(policy: Policy, current: int, t: Telemetry) -> str | None:
         return f"telemetry unavailable: {t.error}"
     if t.running != current:
         return f"tasks converging: {t.running} running of {current} replicas"
-    if not t.containers:
-        return "no telemetry from the service's containers"
-    stale = sorted(h for h, age in t.containers.items() if not age <= policy.staleness)
-    if stale:
-        return (f"stale telemetry (> {policy.staleness:g}s) from {len(stale)} container(s): "
-                f"{', '.join(stale[:3])}")
-    if len(t.containers) != t.running:
-        return f"incomplete telemetry: {len(t.containers)} containers reporting, {t.running} running"
-    if t.task_names is not None and set(t.containers) != t.task_names:
-        missing = sorted(t.task_names - set(t.containers))
-        extra = sorted(set(t.containers) - t.task_names)
-        return (f"reporting containers do not match running tasks (missing {missing[:3]}, "
-                f"unexpected {extra[:3]})")
+    if t.task_names is not None:
+        # containers of tasks that are gone (scaled down, rescheduled) are ignored, stale or not
+        seen = {h: a for h, a in t.containers.items() if h in t.task_names}
+        if not seen:
+            return "no telemetry from the service's containers"
+        stale = sorted(h for h, age in seen.items() if not age <= policy.staleness)
+        if stale:
+            return (f"stale telemetry (> {policy.staleness:g}s) from {len(stale)} container(s): "
+                    f"{', '.join(stale[:3])}")
+        missing = sorted(t.task_names - set(seen))
+        if missing:
+            return (f"incomplete telemetry: {len(seen)} of {t.running} running tasks reporting "
+                    f"(missing {', '.join(missing[:3])})")
+    else:
+        fresh = [h for h, age in t.containers.items() if age <= policy.staleness]
+        if not t.containers:
+            return "no telemetry from the service's containers"
+        if len(fresh) != t.running:
+            n_stale = len(t.containers) - len(fresh)
+            kind = "stale" if n_stale and len(fresh) < t.running else "incomplete"
+            return (f"{kind} telemetry: {len(fresh)} fresh containers (<= {policy.staleness:g}s), "
+                    f"{n_stale} stale, {t.running} running")
     for m in policy.required_metrics():
         v = t.values.get(m)
         if v is None or not math.isfinite(v):
