@@ -98,7 +98,7 @@
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    const L = 52, R = spec.right ? 40 : 12, T = 10, B = 22;
+    const L = 52, R = 40, T = 10, B = 22;
     const pw = Math.max(10, w - L - R), ph = Math.max(10, h - T - B);
     const span = Math.max(1, spec.tmax - spec.tmin);
     const x = (t) => L + ((t - spec.tmin) / span) * pw;
@@ -295,7 +295,7 @@
     const svc = state.services[name];
     const cfg = (svc.info && svc.info.config) || {};
     const pattern = cfg.pattern || (escapeRegex(name) + "\\..*");
-    const res = await api("/dump/ALL/" + DUMP_METRICS.join(";") + "/json?vir_host_name=" +
+    const res = await api("/dump/ALL/" + DUMP_METRICS.join(",") + "/json?vir_host_name=" +
                           encodeURIComponent(pattern));
     const latest = {};
     if (res.ok && Array.isArray(res.data)) {
