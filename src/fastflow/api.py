@@ -544,7 +544,17 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
 
     def agents_snapshot() -> dict[str, Any]:
         if agentstats is None:
-            return {}
+            # no per-agent statistics module: at least list the agents the decoder has seen
+            view = getattr(pipeline, "agents", None)
+            if view is None:
+                return {}
+            if lock is not None:
+                with lock:
+                    n = len(view)
+                    names = [view[i] for i in range(1, n)]
+            else:
+                names = [view[i] for i in range(1, len(view))]
+            return {a: {} for a in names if a}
         snap = agentstats.snapshot()
         return dict(snap) if isinstance(snap, Mapping) else {"agents": snap}
 

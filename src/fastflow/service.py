@@ -203,9 +203,11 @@ class Service:
         out["feed_errors"] = self.feed_errors
         return out
 
-    def _on_batch(self, buf: Any, offsets: Any, lengths: Any, ts: Any = None,
-                  *args: Any, **kwargs: Any) -> None:
-        """Called by the ingest thread for each batch; a pipeline failure is counted, not fatal."""
+    def _on_batch(self, buf: Any, offsets: Any, lengths: Any, ts: Any = None) -> None:
+        """Called by the ingest thread for each batch; a pipeline failure is counted, not fatal.
+
+        Four parameters on purpose: the ingest then skips building the source-address array.
+        """
         try:
             self.pipeline.feed(buf, offsets, lengths, ts)
         except Exception:  # noqa: BLE001 - the ingest thread must keep running
