@@ -316,3 +316,23 @@ def test_service_refuses_public_bind_without_token(tmp_path: Path) -> None:
 def test_json_roundtrip_of_config() -> None:
     cfg = load_config(env={})
     assert json.loads(json.dumps(cfg.to_dict()))["collector"]["port"] == 6343
+
+
+@needs_core
+def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
+    """SIGINT stops it cleanly too; FASTFLOW_API_PORT / FASTFLOW_COLLECTOR_BIND reach the service."""
+    with socket.socket() as s:        # a free TCP port for the API, given through the environment
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    p = Proc("--sflow-port", "0", "--no-scaler",
+             env={"FASTFLOW_API_PORT": str(free), "FASTFLOW_COLLECTOR_BIND": "127.0.0.1"})
+    try:
+        assert p.port("HTTP") == free
+        assert get_json(free, "/version/json")[0] == 200
+        assert request(free, "GET", "/scaler/json")[0] == 404     # --no-scaler
+        p.p.send_signal(signal.SIGINT)
+        assert p.p.wait(20) == 0
+        p.t.join(5)
+        assert any("SIGINT received" in line for line in p.lines)
+    finally:
+        p.kill()
