@@ -71,8 +71,9 @@ class _Group:
         cnt = ring.count[self.rows]
         self.has1 = cnt >= 1
         self.has2 = cnt >= 2
-        self._cur_idx = ring.newest(self.rows, 0)
-        self._prev_idx = ring.newest(self.rows, 1)
+        # every row in use (the common case): contiguous slices instead of gathers
+        self._sl: slice | np.ndarray = (slice(0, ring.n_rows) if len(self.rows) == ring.n_rows
+                                        else self.rows)
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         self._dt: np.ndarray | None = None
 
@@ -80,25 +81,34 @@ class _Group:
         key = (col, 0)
         v = self._cache.get(key)
         if v is None:
-            v = self._cache[key] = self.ring.data[col].ravel()[self._cur_idx]
+            v = self._cache[key] = self.ring.last[col][self._sl]
         return v
 
     def prev(self, col: str) -> np.ndarray:
         key = (col, 1)
         v = self._cache.get(key)
         if v is None:
-            v = self._cache[key] = self.ring.data[col].ravel()[self._prev_idx]
+            v = self._cache[key] = self.ring.prev[col][self._sl]
         return v
 
     def has(self, record: str) -> np.ndarray:
-        """Newest sample carries ``record``."""
-        bit = np.uint32(1 << COUNTER_BIT[record])
-        return self.has1 & ((self.cur("mask") & bit) != 0)
+        """Newest sample carries ``record`` (a fresh array: callers may modify it)."""
+        key = ("__has:" + record, 0)
+        v = self._cache.get(key)
+        if v is None:
+            bit = np.uint32(1 << COUNTER_BIT[record])
+            v = self._cache[key] = self.has1 & ((self.cur("mask") & bit) != 0)
+        return v.copy()
 
     def has_both(self, record: str) -> np.ndarray:
-        """Newest and previous samples both carry ``record``."""
-        bit = np.uint32(1 << COUNTER_BIT[record])
-        return self.has2 & ((self.cur("mask") & bit) != 0) & ((self.prev("mask") & bit) != 0)
+        """Newest and previous samples both carry ``record`` (a fresh array)."""
+        key = ("__has2:" + record, 0)
+        v = self._cache.get(key)
+        if v is None:
+            bit = np.uint32(1 << COUNTER_BIT[record])
+            v = self._cache[key] = (self.has2 & ((self.cur("mask") & bit) != 0)
+                                    & ((self.prev("mask") & bit) != 0))
+        return v.copy()
 
     @property
     def dt_ms(self) -> np.ndarray:

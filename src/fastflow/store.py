@@ -9,8 +9,10 @@ strings) and, for each *record group* its samples carry, a row in that group's r
 * ``if``:   if_counters, ethernet_counters (interfaces, 0:ifIndex)
 
 A ring row holds the last ``depth`` samples: ``ts``, ``uptime``, ``seq``, ``mask`` and every field of
-the group's records, as 2-D arrays ``(rows, depth)``; ``head[row]`` is the newest position and
-``count[row]`` how many are valid. A container therefore costs only its virt columns.
+the group's records, as 2-D arrays ``(depth, rows)`` (rows written in one polling round sit side by
+side); ``head[row]`` is the newest position and ``count[row]`` how many are valid. Dense ``last`` /
+``prev`` copies of the two newest samples let a metric pass read contiguous columns. A container
+therefore costs only its virt columns.
 
 Writing is vectorised: keys map to slots with a sorted key array + ``searchsorted`` (a dict only for
 new keys), and samples scatter into the rings with fancy indexing. Several samples of one data source
@@ -85,8 +87,16 @@ class Ring:
             ("ts", np.dtype("<f8")), ("uptime", np.dtype("<u4")), ("seq", np.dtype("<u4")),
             ("mask", np.dtype("<u4"))]
         self.columns: list[tuple[str, np.dtype]] = meta + _group_columns(records)
+        # (ring column, counter-table column)
+        self.sources: list[tuple[str, str]] = [("ts", "ts"), ("uptime", "uptime"),
+                                               ("seq", "sequence_number"), ("mask", "mask")] + [
+            (col, col) for col, _dt in self.columns[4:]]
         self.capacity = 0
         self.data: dict[str, np.ndarray] = {}
+        # dense copies of the newest and the previous sample of every row (what rates need), so a
+        # metric pass reads contiguous columns instead of gathering from the rings
+        self.last: dict[str, np.ndarray] = {}
+        self.prev: dict[str, np.ndarray] = {}
         self.head = np.zeros(0, np.int64)
         self.count = np.zeros(0, np.int64)
         self.key_of_row = np.zeros(0, np.int64)
@@ -97,10 +107,15 @@ class Ring:
     def _grow(self, capacity: int) -> None:
         old = self.capacity
         for col, dt in self.columns:
-            arr = np.zeros((capacity, self.depth), dt)
+            arr = np.zeros((self.depth, capacity), dt)
             if old:
-                arr[:old] = self.data[col]
+                arr[:, :old] = self.data[col]
             self.data[col] = arr
+            for d in (self.last, self.prev):
+                flat = np.zeros(capacity, dt)
+                if old:
+                    flat[:old] = d[col]
+                d[col] = flat
         self.head = np.concatenate([self.head, np.zeros(capacity - old, np.int64)])
         self.count = np.concatenate([self.count, np.zeros(capacity - old, np.int64)])
         self.key_of_row = np.concatenate([self.key_of_row, np.full(capacity - old, -1, np.int64)])
@@ -130,7 +145,8 @@ class Ring:
 
     def nbytes(self) -> int:
         return (sum(a.nbytes for a in self.data.values()) + self.head.nbytes + self.count.nbytes
-                + self.key_of_row.nbytes)
+                + self.key_of_row.nbytes + sum(a.nbytes for a in self.last.values())
+                + sum(a.nbytes for a in self.prev.values()))
 
     def used_rows(self) -> np.ndarray:
         """Rows that belong to a live data source."""
@@ -139,7 +155,7 @@ class Ring:
     def newest(self, rows: np.ndarray, back: int = 0) -> np.ndarray:
         """Flat indices (into ``data[col].ravel()``) of the sample ``back`` steps before the newest."""
         pos = (self.head[rows] - back) % self.depth
-        return rows * self.depth + pos
+        return pos * self.capacity + rows
 
     def history(self, row: int) -> np.ndarray:
         """The valid samples of one row, oldest first, as a structured array (for inspection)."""
@@ -147,7 +163,7 @@ class Ring:
         pos = (int(self.head[row]) - np.arange(n - 1, -1, -1)) % self.depth
         out = np.zeros(n, [(c, dt) for c, dt in self.columns])
         for col, _dt in self.columns:
-            out[col] = self.data[col][row, pos]
+            out[col] = self.data[col][pos, row]
         return out
 
 
@@ -358,13 +374,14 @@ class Store:
             pos = np.where(overwrite, ring.head[rows], (ring.head[rows] + 1) % ring.depth)
             ring.head[rows] = pos
             ring.count[rows] = np.where(overwrite, cnt, np.minimum(cnt + 1, ring.depth))
-            d = ring.data
-            d["ts"][rows, pos] = c["ts"][gi]
-            d["uptime"][rows, pos] = c["uptime"][gi]
-            d["seq"][rows, pos] = c["sequence_number"][gi]
-            d["mask"][rows, pos] = c["mask"][gi]
-            for col, _dt in ring.columns[4:]:
-                d[col][rows, pos] = c[col][gi]
+            d, last, prev = ring.data, ring.last, ring.prev
+            shift = rows[~overwrite]
+            for col, src in ring.sources:
+                v = c[src][gi]
+                d[col][pos, rows] = v
+                lc = last[col]
+                prev[col][shift] = lc[shift]
+                lc[rows] = v
 
     # ------------------------------------------------------------------ expiry
     def expire(self, now: float | None = None) -> int:
