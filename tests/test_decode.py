@@ -655,3 +655,42 @@ def test_record_fields_are_big_endian() -> None:
     o = fd.decode(datagram([counters_sample([record(2102, struct.pack(">QQ", 1, 2))])]))
     assert o["samples"][0]["records"][0] == {"format": "0:2102", "name": "virt_memory",
                                              "memory": 1, "max_memory": 2}
+
+
+# ---- public module helpers ---------------------------------------------------------------------
+def test_iter_tables_flushes_and_decode_buffers_renumbers(decoder_cls: type) -> None:
+    big = datagram([counters_sample([], seq=i) for i in range(2500)])
+    blobs = [big, datagram(seq=2), big, big]
+    buf = b"".join(blobs)
+    lens = np.array([len(b) for b in blobs])
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    parts = [(len(t.datagrams), len(t.counters)) for t in
+             fd.iter_tables(buf, offs, lens, ts=5.0, decoder=decoder_cls(4096, 4096, 4096))]
+    assert parts == [(2, 2500), (1, 2500), (1, 2500)]
+    t = fd.decode_buffers(buf, offs, lens, ts=np.arange(4.0))
+    assert len(t.datagrams) == 4 and len(t.counters) == 7500
+    assert list(t.datagrams["ts"]) == [0.0, 1.0, 2.0, 3.0]
+    assert list(t.counters["dgram"][[0, 2500, 5000]]) == [0, 2, 3]
+    empty = fd.decode_buffers(b"", [], [])
+    assert len(empty.datagrams) == 0 and empty.counters.dtype == COUNTER_DTYPE
+
+
+def test_to_pandas_without_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    t = fd.decode_buffers(datagram(), [0], [28])
+    monkeypatch.setitem(sys.modules, "pandas", None)  # fault injection: pandas not installed
+    with pytest.raises(ImportError, match=r"fastflow\[pandas\]"):
+        t.to_pandas()
+
+
+def test_fallback_when_extension_missing() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fastflow._decode'] = None\n"
+            "import fastflow.decode as d, fastflow._pydecode as p\n"
+            "assert d.Decoder is p.Decoder; print(d.IMPLEMENTATION)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "python" and "falling back to the pure-Python decoder" in r.stderr

@@ -225,7 +225,14 @@ def _string(rec: bytes, off: int, maxlen: int, name: str, out: dict[str, Any]) -
     except UnicodeDecodeError:
         out[name] = raw.decode("utf-8", "replace")
         out[name + "_raw"] = raw.hex()  # exact bytes: interning and re-encoding use these
+    _keep_pad(rec[off + 4 + n : off + 4 + _pad4(n)], name + "_pad", out)
     return off + 4 + _pad4(n)
+
+
+def _keep_pad(pad: bytes, key: str, out: dict[str, Any]) -> None:
+    """Record XDR padding that was not zero on the wire (so re-encoding gives the same bytes)."""
+    if pad.strip(b"\0"):
+        out[key] = pad.hex()
 
 
 def _counter_record(fmt: int, rec: bytes) -> dict[str, Any]:
@@ -250,8 +257,13 @@ def _counter_record(fmt: int, rec: bytes) -> dict[str, Any]:
             off += 8
             if n * 8 > len(rec) - off:
                 raise _Bad
-            adapters.append({"if_index": if_index,
-                             "macs": [rec[off + 8 * m : off + 8 * m + 6].hex() for m in range(n)]})
+            adapter: dict[str, Any] = {
+                "if_index": if_index,
+                "macs": [rec[off + 8 * m : off + 8 * m + 6].hex() for m in range(n)]}
+            pads = [rec[off + 8 * m + 6 : off + 8 * m + 8] for m in range(n)]
+            if any(p.strip(b"\0") for p in pads):
+                adapter["mac_pads"] = [p.hex() for p in pads]
+            adapters.append(adapter)
             off += 8 * n
         out["adapters"] = adapters
     else:
@@ -283,6 +295,7 @@ def _flow_record(fmt: int, rec: bytes) -> dict[str, Any]:
         out.update(header_protocol=proto, frame_length=flen, stripped=stripped,
                    header_length=hlen, header=header.hex(),
                    decoded=decode_header(proto, header))
+        _keep_pad(rec[16 + hlen : 16 + _pad4(hlen)], "header_pad", out)
         off = 16 + _pad4(hlen)
     elif fmt == 2:
         if n < 24:
@@ -291,6 +304,8 @@ def _flow_record(fmt: int, rec: bytes) -> dict[str, Any]:
         out["src_mac"] = rec[4:10].hex()
         out["dst_mac"] = rec[12:18].hex()
         out["type"] = _u32(rec, 20)
+        _keep_pad(rec[10:12], "src_mac_pad", out)
+        _keep_pad(rec[18:20], "dst_mac_pad", out)
         off = 24
     elif fmt == 3:
         if n < 32:
