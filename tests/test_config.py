@@ -95,6 +95,9 @@ def test_cli_overrides_env(tmp_path: Path) -> None:
     c = load_config(None, env={"FASTFLOW_API_PORT": "8009"},
                     overrides={"api.port": 7000, "collector.port": "0", "collector.bind": None})
     assert c.api.port == 7000 and c.collector.port == 0 and c.collector.bind == "0.0.0.0"
+    # pass-through values from code are kept as given (only environment text is parsed)
+    c = load_config(None, env={}, overrides={"scaler.token": "true", "scaler.enabled": False})
+    assert c.scaler == {"token": "true", "enabled": False}
 
 
 @pytest.mark.parametrize("text, message", [

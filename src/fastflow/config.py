@@ -243,8 +243,9 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
                           f"known: {', '.join(SECTIONS)}")
     if section in _PASSTHROUGH:
         target: dict[str, Any] = getattr(cfg, section)
-        target[key] = _parse_passthrough(value) if isinstance(value, str) and origin != "file" \
-            else value
+        # environment text is read as a TOML value ("true", "5", "[1, 2]"), else kept as text
+        from_env = origin.startswith("environment")
+        target[key] = _parse_passthrough(value) if isinstance(value, str) and from_env else value
         return
     obj = getattr(cfg, section)
     names = [f.name for f in dataclasses.fields(obj)]
