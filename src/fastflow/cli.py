@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "series": ("fastflow.cmd_series", "replay a capture through the engine and print a query over time"),
     "replay": ("fastflow.replay", "re-send a capture's datagrams over UDP"),
     "simulate": ("fastflow.simulate", "emit sFlow from a simulated swarm (UDP or pcap)"),
-    "agent": ("fastflow.agent", "a small Host sFlow-compatible agent for one Docker host"),
+    "agent": ("fastflow.hostagent", "a small Host sFlow-compatible agent for one Docker host"),
     "demo": ("fastflow.demo", "collector + scaler + dashboard against a simulated swarm"),
     "plot": ("fastflow.plot", "render a service chart from a capture to PNG"),
 }
