@@ -53,6 +53,14 @@ def test_cpu_time_u32_wrap() -> None:
     assert e.value("vir_cpu_utilization") == pytest.approx(50.0)
 
 
+def test_agent_uptime_u32_wrap_is_not_a_restart() -> None:
+    e = Engine()
+    up0 = 2**32 - 4000                                        # 49.7 days of agent uptime
+    e.feed(container(1, 1, up0, cpu_ms=1000, ts=T0), container(1, 2, 6000, cpu_ms=6000, ts=T0 + 10))
+    assert e.store.counts["reset"] == 0
+    assert e.value("vir_cpu_utilization") == pytest.approx(50.0)
+
+
 def test_counter_backwards_is_a_reset_not_a_huge_or_negative_rate() -> None:
     e = Engine()
     two(e, 1, 500_000, 1_000)             # cgroup recreated: cpu time back to ~0

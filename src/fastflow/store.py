@@ -188,6 +188,7 @@ class Store:
         self.depth = int(depth)
         self.expire_after = float(expire_after)
         self.reorder_window_ms = int(reorder_window * 1000)
+        self._wrap_ms = int(max(expire_after, reorder_window) * 1000)
         self.clock: Clock = clock
         self.rings: dict[str, Ring] = {g: Ring(g, recs, self.depth, capacity)
                                        for g, recs in GROUPS.items()}
@@ -318,7 +319,10 @@ class Store:
         lup = k["last_uptime"][s]
         lts = k["last_ts"][s]
         dseq = (seq - lseq).astype(np.int32)          # wrap-around sequence difference
-        up_back = up < lup
+        # uptime is u32 ms and wraps after 49.7 days: a small forward step across 2**32 is not
+        # "backwards"
+        fwd_ms = (up.astype(np.int64) - lup.astype(np.int64)) & 0xFFFFFFFF
+        up_back = (up < lup) & ~((fwd_ms <= self._wrap_ms) & (dseq > 0))
         dup = has & (seq == lseq) & (up == lup)
         backwards = has & ~dup & (up_back | ((up == lup) & (dseq < 0)))
         back_ms = lup.astype(np.int64) - up.astype(np.int64)
