@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import random
@@ -336,3 +337,30 @@ def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
         assert any("SIGINT received" in line for line in p.lines)
     finally:
         p.kill()
+
+
+@needs_core
+@pytest.mark.parametrize("flows, message", [
+    ({"enabled": "yes"}, r"\[flows\] enabled"),
+    ({"definition_ttl": "soon"}, r"\[flows\] definition_ttl"),
+    ({"bogus": 1}, r"\[flows\]: unknown key"),
+])
+def test_service_flows_section_errors(tmp_path: Path, flows: dict[str, Any], message: str) -> None:
+    from fastflow.config import ConfigError
+    from fastflow.service import Service
+    if importlib.util.find_spec("fastflow.flows") is None:
+        pytest.skip("fastflow.flows not available")
+    cfg = _cfg(tmp_path)
+    cfg.flows = flows
+    with pytest.raises(ConfigError, match=message):
+        Service(cfg, scaler=False)
+
+
+@needs_core
+def test_service_flows_disabled(tmp_path: Path) -> None:
+    from fastflow.service import Service
+    cfg = _cfg(tmp_path)
+    cfg.flows = {"enabled": False, "definition_ttl": 5}
+    svc = Service(cfg, scaler=False)
+    assert svc.flows is None
+    assert not any(r.pattern.startswith("/flow") for r in svc.routes())

@@ -150,17 +150,13 @@ class Service:
             self.agentstats = _build(AgentStats, clock=clock)
             sinks.append(self.agentstats)
         flows_cfg = dict(cfg.flows)
-        if flows_cfg.pop("enabled", True):
+        enabled = flows_cfg.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"[flows] enabled: expected true or false, got {enabled!r}")
+        if enabled:
             FlowEngine = _optional("fastflow.flows", "FlowEngine")
             if FlowEngine is not None:
-                if hasattr(FlowEngine, "from_config"):
-                    self.flows = FlowEngine.from_config(flows_cfg, clock=clock)
-                else:
-                    unknown = sorted(set(flows_cfg) - set(_FLOWS_ENGINE_KEYS))
-                    if unknown:
-                        raise ConfigError(f"[flows]: unknown key(s) {', '.join(unknown)}; known: "
-                                          f"enabled, {', '.join(_FLOWS_ENGINE_KEYS)}")
-                    self.flows = FlowEngine(clock=clock, **flows_cfg)
+                self.flows = self._flow_engine(FlowEngine, flows_cfg, clock)
                 sinks.append(self.flows)
         self.pipeline = Pipeline(sinks, clock=clock)
         raw_metrics = _build(Metrics, store=self.store, agentstats=self.agentstats,
@@ -174,6 +170,23 @@ class Service:
                                                      self.state_file)
                 except ValueError as exc:   # PolicyError is a ValueError
                     raise ConfigError(str(exc)) from None
+
+    @staticmethod
+    def _flow_engine(FlowEngine: Any, section: dict[str, Any], clock: Any) -> Any:
+        """A FlowEngine from the [flows] keys (numbers checked here: bad values are config errors)."""
+        if hasattr(FlowEngine, "from_config"):
+            try:
+                return FlowEngine.from_config(section, clock=clock)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"[flows]: {exc}") from None
+        unknown = sorted(set(section) - set(_FLOWS_ENGINE_KEYS))
+        if unknown:
+            raise ConfigError(f"[flows]: unknown key(s) {', '.join(unknown)}; known: "
+                              f"enabled, {', '.join(_FLOWS_ENGINE_KEYS)}")
+        for key, value in section.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"[flows] {key}: expected a positive number, got {value!r}")
+        return FlowEngine(clock=clock, **section)
 
     def routes(self) -> list[Route]:
         """Every REST route: core, flows, scaler (dashboard files are served by the ApiServer)."""
