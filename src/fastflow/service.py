@@ -358,6 +358,9 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fastflow run: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:     # a core module missing from the installation
+        log.error("cannot start: %s (is fastflow fully installed/built?)", exc)
+        return 1
 
     async def amain() -> int:
         loop = asyncio.get_running_loop()
