@@ -162,6 +162,15 @@ def test_post_body_sync_and_async(srv: ServerThread) -> None:
     assert status == 200 and json.loads(body) == {"async": True, "body": "hello"}
 
 
+def test_expect_100_continue(srv: ServerThread) -> None:
+    with srv.connect() as s:
+        s.sendall(b"POST /async HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"hello")
+        st, _, body = read_response(s)
+        assert st == 200 and json.loads(body)["body"] == "hello"
+
+
 def test_413_request_too_large(srv: ServerThread) -> None:
     with srv.connect() as s:
         s.sendall(b"POST /async HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n")

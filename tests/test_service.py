@@ -364,3 +364,14 @@ def test_service_flows_disabled(tmp_path: Path) -> None:
     svc = Service(cfg, scaler=False)
     assert svc.flows is None
     assert not any(r.pattern.startswith("/flow") for r in svc.routes())
+
+
+@needs_core
+def test_api_token_protects_scaler_switches(tmp_path: Path) -> None:
+    from fastflow.service import Service
+    svc = Service(_cfg(tmp_path, **{"api.token": "t0k"}))
+    if svc.scaler is None:
+        pytest.skip("fastflow.scaler not available")
+    assert svc.scaler.token == "t0k"
+    svc = Service(_cfg(tmp_path, **{"api.token": "t0k", "scaler.token": "own"}))
+    assert svc.scaler.token == "own"

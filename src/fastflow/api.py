@@ -190,7 +190,7 @@ class ApiServer:
         try:
             req, keep_alive = self._parse_head(head)
             method = req.method
-            await self._read_body(reader, req)
+            await self._read_body(reader, req, writer)
         except _Close as c:
             if c.response is not None:
                 await self._write(writer, c.response, False, method == "HEAD")
@@ -266,7 +266,8 @@ class ApiServer:
             q.setdefault(k, []).append(v)
         req.query = q
 
-    async def _read_body(self, reader: asyncio.StreamReader, req: Request) -> None:
+    async def _read_body(self, reader: asyncio.StreamReader, req: Request,
+                         writer: asyncio.StreamWriter | None = None) -> None:
         cl = req.headers.get("content-length")
         if cl is None:
             return
@@ -276,6 +277,9 @@ class ApiServer:
         if n > self.max_request_bytes:
             raise _Close(error_response(
                 413, f"request body of {n} bytes exceeds the limit of {self.max_request_bytes}"))
+        if n and writer is not None and req.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")   # curl waits for it on big bodies
+            await writer.drain()
         if n:
             try:
                 req.body = await asyncio.wait_for(reader.readexactly(n), self.body_timeout)

@@ -165,9 +165,13 @@ class Service:
         if self.want_scaler:
             Scaler = _optional("fastflow.scaler", "Scaler")
             if Scaler is not None:
+                section = dict(cfg.scaler)
+                if not section.get("token") and cfg.api.token:
+                    # the scaler's GET ...?state= switches check its own token: without one of
+                    # its own, the API token protects them too
+                    section["token"] = cfg.api.token
                 try:
-                    self.scaler = Scaler.from_config(dict(cfg.scaler), self.metrics,
-                                                     self.state_file)
+                    self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
                 except ValueError as exc:   # PolicyError is a ValueError
                     raise ConfigError(str(exc)) from None
 
