@@ -94,7 +94,12 @@ def _agent_lookup(agents: Any) -> Callable[[int], str]:
 
 @dataclass
 class FlowDefinition:
-    """One named flow definition and its flow table (state arrays indexed by slot)."""
+    """One named flow definition and its flow table.
+
+    The table is columnar: ``keys`` holds one row of uint64 words per flow (agent index, data
+    source class and index, then the key words), with ``val`` (decayed value at ``last``),
+    ``last`` and ``total`` beside it. A sorted void view of the key rows finds a batch's flows with
+    ``np.searchsorted``; key text is formatted only when a flow is reported."""
 
     name: str
     keys: list[KeySpec]
@@ -104,20 +109,21 @@ class FlowDefinition:
     n: int
     persistent: bool = False
     last_used: float = 0.0                  # monotonic time of the last PUT/GET
-    # flow table
-    slot_of: dict[tuple[int, ...], int] = field(default_factory=dict)
-    key_text: list[str] = field(default_factory=list)
-    agent: list[str] = field(default_factory=list)
-    data_source: list[str] = field(default_factory=list)
-    val: np.ndarray = field(default_factory=lambda: np.zeros(64))
-    last: np.ndarray = field(default_factory=lambda: np.zeros(64))
-    total: np.ndarray = field(default_factory=lambda: np.zeros(64))
+    size: int = 0
+    width: int = 3
+    rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint64))
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    last: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sorted_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, "V24"))
     samples: int = 0                        # flow samples counted into this definition
     evicted: int = 0                        # flows evicted to keep the table at n
 
-    @property
-    def size(self) -> int:
-        return len(self.key_text)
+    def __post_init__(self) -> None:
+        self.width = 3 + sum(k.nwords for k in self.keys)
+        self.rows = np.zeros((0, self.width), np.uint64)
+        self.sorted_keys = np.zeros(0, np.dtype((np.void, 8 * self.width)))
 
     def spec(self) -> dict[str, Any]:
         """The definition as sFlow-RT shows it (GET /flow/{name}/json)."""
@@ -127,15 +133,47 @@ class FlowDefinition:
     def same_as(self, other: FlowDefinition) -> bool:
         return self.spec() == other.spec()
 
+    def _void(self, rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * self.width))).reshape(-1)
+
+    def _reindex(self) -> None:
+        v = self._void(self.rows[:self.size])
+        self.order = np.argsort(v, kind="stable")
+        self.sorted_keys = v[self.order]
+
+    def slots_for(self, rows: np.ndarray) -> np.ndarray:
+        """Slot of each (distinct) key row, appending new flows (value 0) for unseen rows."""
+        m = len(rows)
+        slots = np.full(m, -1, np.int64)
+        rv = self._void(rows)
+        if self.size:
+            pos = np.minimum(np.searchsorted(self.sorted_keys, rv), self.size - 1)
+            found = self.sorted_keys[pos] == rv
+            slots[found] = self.order[pos[found]]
+        new = np.flatnonzero(slots < 0)
+        if len(new):
+            s0, s1 = self.size, self.size + len(new)
+            self._grow(s1)
+            self.rows[s0:s1] = rows[new]
+            self.val[s0:s1] = 0.0
+            self.last[s0:s1] = 0.0
+            self.total[s0:s1] = 0.0
+            self.size = s1
+            slots[new] = np.arange(s0, s1)
+            self._reindex()
+        return slots
+
     def _grow(self, need: int) -> None:
         cap = len(self.val)
         if need <= cap:
             return
-        new = max(need, cap * 2)
+        new = max(need, cap * 2, 64)
+        rows = np.zeros((new, self.width), np.uint64)
+        rows[:cap] = self.rows
+        self.rows = rows
         for name in ("val", "last", "total"):
-            arr = getattr(self, name)
             grown = np.zeros(new)
-            grown[:cap] = arr
+            grown[:cap] = getattr(self, name)
             setattr(self, name, grown)
 
     def decayed(self, now: float) -> np.ndarray:
@@ -147,20 +185,26 @@ class FlowDefinition:
     def keep(self, mask: np.ndarray) -> None:
         """Compact the table to the slots where ``mask`` is true."""
         idx = np.flatnonzero(mask)
-        keys = list(self.slot_of.keys())
-        slots = np.fromiter(self.slot_of.values(), np.int64, count=len(keys))
-        new_of = np.full(self.size, -1, np.int64)
-        new_of[idx] = np.arange(len(idx))
-        self.slot_of = {keys[i]: int(new_of[s]) for i, s in enumerate(slots.tolist())
-                        if new_of[s] >= 0}
-        self.key_text = [self.key_text[i] for i in idx.tolist()]
-        self.agent = [self.agent[i] for i in idx.tolist()]
-        self.data_source = [self.data_source[i] for i in idx.tolist()]
+        k = len(idx)
+        self.rows = self.rows[idx].copy()
         for name in ("val", "last", "total"):
-            arr = getattr(self, name)
-            out = np.zeros(max(64, len(idx) * 2))
-            out[:len(idx)] = arr[idx]
-            setattr(self, name, out)
+            setattr(self, name, getattr(self, name)[idx].copy())
+        self.size = k
+        self._reindex()
+
+    def key_text(self, slot: int, agents: Callable[[int], str]) -> str:
+        """The sFlow-RT key text of one flow: the key values as text, joined by commas."""
+        row = self.rows[slot].tolist()
+        parts = []
+        pos = 3
+        for spec in self.keys:
+            parts.append(spec.fmt(row[pos:pos + spec.nwords], agents))
+            pos += spec.nwords
+        return ",".join(parts)
+
+    def agent_ds(self, slot: int, agents: Callable[[int], str]) -> tuple[str, str]:
+        a, cls, idx = self.rows[slot, :3].tolist()
+        return agents(int(a)), data_source_text(int(cls), int(idx))
 
 
 def _group(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -192,6 +236,7 @@ class FlowEngine:
         self._seq: dict[tuple[int, ...], list[Any]] = {}
         self.samples = 0
         self.lost_samples = 0
+        self._agents: Callable[[int], str] = str     # newest batch's agent index -> text
 
     # -- definitions ----------------------------------------------------------------------------
     def define(self, name: str, keys: str | Sequence[str], value: str = "bytes",
@@ -280,6 +325,7 @@ class FlowEngine:
             now = max(self.clock.now(), float(ts.max()), self._now)
             self._now = now
             self.samples += n
+            self._agents = agents
             self._count_loss(flows, agents)
             if not self._defs:
                 return
@@ -318,37 +364,13 @@ class FlowEngine:
         raw = np.bincount(inv, weights=x, minlength=m)
         w = np.bincount(inv, weights=x * np.exp(-age[idx] / d.t), minlength=m)
         d.samples += len(idx)
-        slots = np.empty(m, np.int64)
-        slot_of = d.slot_of
-        for i, row in enumerate(map(tuple, rows.tolist())):
-            s = slot_of.get(row)
-            if s is None:
-                s = self._new_slot(d, row, agents)
-            slots[i] = s
+        slots = d.slots_for(rows)
         dt = np.maximum(now - d.last[slots], 0.0)
         d.val[slots] = d.val[slots] * np.exp(-dt / d.t) + w / d.t
         d.last[slots] = now
         d.total[slots] += raw
         if d.size >= 2 * d.n:
             self._prune(d, now)
-
-    @staticmethod
-    def _new_slot(d: FlowDefinition, row: tuple[int, ...], agents: Callable[[int], str]) -> int:
-        s = d.size
-        d._grow(s + 1)
-        parts = []
-        pos = 3
-        for spec in d.keys:
-            parts.append(spec.fmt(row[pos:pos + spec.nwords], agents))
-            pos += spec.nwords
-        d.key_text.append(",".join(parts))
-        d.agent.append(agents(int(row[0])))
-        d.data_source.append(data_source_text(int(row[1]), int(row[2])))
-        d.val[s] = 0.0
-        d.last[s] = 0.0
-        d.total[s] = 0.0
-        d.slot_of[row] = s
-        return s
 
     def _prune(self, d: FlowDefinition, now: float) -> None:
         """Drop idle flows; when more than ``n`` remain, keep the ``n`` largest."""
@@ -412,9 +434,12 @@ class FlowEngine:
                 raise KeyError(name)
             t = self.now() if now is None else now
             vals = d.decayed(t)
-            return [{"key": d.key_text[i], "agent": d.agent[i], "dataSource": d.data_source[i],
-                     "value": float(vals[i]), "total": float(d.total[i])}
-                    for i in range(d.size)]
+            out = []
+            for i in range(d.size):
+                agent, ds = d.agent_ds(i, self._agents)
+                out.append({"key": d.key_text(i, self._agents), "agent": agent, "dataSource": ds,
+                            "value": float(vals[i]), "total": float(d.total[i])})
+            return out
 
     def active_flows(self, agents: str, name: str, max_flows: int | None = None,
                      min_value: float = 0.0, agg_mode: str = "max") -> list[dict[str, Any]]:
@@ -422,38 +447,53 @@ class FlowEngine:
 
         ``agents`` is "ALL" or a ``;``-separated list of agent addresses. ``agg_mode`` "max" reports
         the largest data source's value, "sum" the sum over data sources (agent/dataSource are
-        those of the largest contributor)."""
+        those of the largest contributor). Vectorised; only the reported flows are formatted."""
         if agg_mode not in AGG_MODES:
             raise FilterError(f"aggMode must be one of {', '.join(AGG_MODES)}")
         d = self.definition(name)
         if d is None:
             raise KeyError(name)
+        limit = d.n if max_flows is None else max(0, int(max_flows))
         with self.lock:
             now = self.now()
-            if d.size == 0:
+            self._prune(d, now)
+            k = d.size
+            if k == 0 or limit == 0:
                 return []
-            alive = (now - d.last[:d.size]) <= self.expire_factor * d.t
+            alive = (now - d.last[:k]) <= self.expire_factor * d.t
             vals = np.where(alive, d.decayed(now), 0.0)
-            want = None if agents.strip().upper() in ("ALL", "") else \
-                {a.strip() for a in agents.replace(",", ";").split(";") if a.strip()}
-            best: dict[str, list[Any]] = {}
-            for i in np.flatnonzero(vals > 0).tolist():
-                if want is not None and d.agent[i] not in want:
-                    continue
-                v = float(vals[i])
-                cur = best.get(d.key_text[i])
-                if cur is None:
-                    best[d.key_text[i]] = [v, v, d.agent[i], d.data_source[i]]
-                else:
-                    cur[1] += v
-                    if v > cur[0]:
-                        cur[0], cur[2], cur[3] = v, d.agent[i], d.data_source[i]
-            out = [{"key": k, "value": (b[1] if agg_mode == "sum" else b[0]), "agent": b[2],
-                    "dataSource": b[3]} for k, b in best.items()]
-        out = [o for o in out if o["value"] >= min_value and math.isfinite(o["value"])]
+            sel = vals > 0
+            if agents.strip().upper() not in ("ALL", ""):
+                want = {a.strip() for a in agents.replace(",", ";").split(";") if a.strip()}
+                aidx = d.rows[:k, 0]
+                codes = np.unique(aidx[sel])
+                ok = [c for c in codes.tolist() if self._agents(int(c)) in want]
+                sel &= np.isin(aidx, np.array(ok, np.uint64))
+            idx = np.flatnonzero(sel)
+            if len(idx) == 0:
+                return []
+            v = vals[idx]
+            _, inv = _group([d.rows[idx, j] for j in range(3, d.width)]) if d.width > 3 else \
+                (None, np.zeros(len(idx), np.int64))
+            g = int(inv.max()) + 1
+            sums = np.bincount(inv, weights=v, minlength=g)
+            o = np.lexsort((-v, inv))                 # by group, largest first
+            first = o[np.r_[True, inv[o][1:] != inv[o][:-1]]]
+            best_slot = np.empty(g, np.int64)
+            best_slot[inv[first]] = idx[first]
+            maxes = np.empty(g)
+            maxes[inv[first]] = v[first]
+            score = sums if agg_mode == "sum" else maxes
+            keep = np.flatnonzero((score >= min_value) & np.isfinite(score))
+            keep = keep[np.argsort(-score[keep], kind="stable")][:limit]
+            out: list[dict[str, Any]] = []
+            for gi in keep.tolist():
+                slot = int(best_slot[gi])
+                agent, ds = d.agent_ds(slot, self._agents)
+                out.append({"key": d.key_text(slot, self._agents), "value": float(score[gi]),
+                            "agent": agent, "dataSource": ds})
         out.sort(key=lambda o: (-o["value"], o["key"]))
-        limit = d.n if max_flows is None else max_flows
-        return out[:max(0, limit)]
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Flow samples seen and lost (sequence gaps), in total and per data source."""
