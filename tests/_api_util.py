@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,9 +41,17 @@ class ServerThread:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 
 
-def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
-    """Read one HTTP/1.1 response (Content-Length framed) from ``sock``."""
-    buf = b""
+_LEFTOVER: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
+def read_response(sock: socket.socket, head_only: bool = False
+                  ) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (Content-Length framed) from ``sock``.
+
+    Bytes past the response (pipelined answers arriving in the same segment) are kept for the
+    next call on the same socket.
+    """
+    buf = _LEFTOVER.pop(sock, b"")
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -61,6 +70,8 @@ def read_response(sock: socket.socket, head_only: bool = False) -> tuple[int, di
         if not chunk:
             raise ConnectionError("connection closed in the body")
         rest += chunk
+    if rest[n:]:
+        _LEFTOVER[sock] = rest[n:]
     return status, headers, rest[:n]
 
 

@@ -398,6 +398,7 @@ def core(swarm_pcap: Path):
     pipeline.feed(buf, np.array([0, 44, 88]), np.array([44, 44, 44]), float(cap.ts[-1]))
     stats = {"datagrams": len(cap.offsets) + 3, "kernel_drops": 0}
     with ServerThread(core_routes(pipeline, metrics, agentstats, ingest_stats=lambda: stats)) as s:
+        s.agents = agentstats is not None
         yield s
 
 
@@ -451,3 +452,7 @@ def test_core_health_errors_prometheus(core: ServerThread) -> None:
     assert 'fastflow_decoder_rejected_total{reason="bad_version",kind="error"} 3' in text
     assert "vir_cpu_utilization{agent=\"192.0.2.2\"" in text
     assert 'host="sflowpeer_burn.1.' in text
+    if core.agents:   # AgentStats available: per-agent loss counters, sFlow prefix dropped
+        assert 'fastflow_agent_datagrams_received_total{agent="192.0.2.2"} 124' in text
+        assert 'fastflow_agent_datagrams_lost_total{agent="192.0.2.2"} 0' in text
+        assert "# TYPE fastflow_agent_datagrams_lost_total counter" in text

@@ -623,8 +623,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
             if not isinstance(st, Mapping):
                 continue
             for key, v in _numeric_items(st):
-                name = _prom_name(f"fastflow_agent_{_snake(key)}")
-                own.setdefault(name, []).append(({"agent": str(agent)}, v))
+                own.setdefault(_agent_metric(key), []).append(({"agent": str(agent)}, v))
         own["fastflow_agents"] = [({}, len(snap))]
         own["fastflow_uptime_seconds"] = [({}, round(time.time() - t0, 3))]
         return own
@@ -656,6 +655,15 @@ def _reason_kinds() -> dict[str, str]:
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_AGENT_GAUGES = frozenset({"sub_agents", "last_update", "first_seen", "uptime"})
+
+
+def _agent_metric(key: str) -> str:
+    """Prometheus name of an ``/agents/json`` field: ``sFlowDatagramsLost`` ->
+    ``fastflow_agent_datagrams_lost_total``; ``lastUpdate`` -> ``fastflow_agent_last_update``."""
+    base = _snake(key[5:] if key.startswith("sFlow") else key)
+    name = _prom_name(f"fastflow_agent_{base}")
+    return name if base in _AGENT_GAUGES or name.endswith("_total") else name + "_total"
 
 
 def _snake(name: str) -> str:
