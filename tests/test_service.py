@@ -321,11 +321,13 @@ def test_json_roundtrip_of_config() -> None:
 
 @needs_core
 def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
-    """SIGINT stops it cleanly too; FASTFLOW_API_PORT / FASTFLOW_COLLECTOR_BIND reach the service."""
+    """SIGINT stops it cleanly too; the example config runs; FASTFLOW_API_PORT /
+    FASTFLOW_COLLECTOR_BIND override it."""
     with socket.socket() as s:        # a free TCP port for the API, given through the environment
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    p = Proc("--sflow-port", "0", "--no-scaler",
+    example = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
+    p = Proc("--config", str(example), "--sflow-port", "0", "--no-scaler",
              env={"FASTFLOW_API_PORT": str(free), "FASTFLOW_COLLECTOR_BIND": "127.0.0.1"})
     try:
         assert p.port("HTTP") == free
