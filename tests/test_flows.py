@@ -130,6 +130,9 @@ def test_frames_value_and_undefined_keys_excluded() -> None:
     ("agent~10\\.0\\.0\\.1", {1, 2, 3, 5}),
     ("tcpsourceport!~1.*", {4, 5}),
     ("vlan=7", {5}),
+    ("ipsrc=192.0.2.0/24", {1, 2, 3, 5}),
+    ("ipsrc=10.9.9.9,::1", {4}),
+    ("ipsrc~10\\..*", {4}),
 ])
 def test_filter_semantics(flt: str, expect: set[int]) -> None:
     f = rows({"seq": 1}, {"seq": 2, "esrc": 0x0200000000AA},

@@ -364,10 +364,49 @@ class _Cmp(_Node):
             return any(addr.version == n.version and addr in n for n in self.nets)
         return False
 
+    def _numeric(self, kc: KeyColumns) -> np.ndarray | None:
+        """Vectorised ``=`` for numbers, MACs and IP addresses/prefixes; None when not applicable."""
+        if self.op not in ("=", "!="):
+            return None
+        kind = self.key.kind
+        if kind in ("number", "mac"):
+            want = np.array([int(v, 16) if kind == "mac" else int(v) for v in self.values],
+                            np.uint64)
+            return np.isin(kc.words[0], want)
+        if kind == "ip4":
+            v = kc.words[0]
+            hit = np.zeros(len(v), bool)
+            nets = [ipaddress.ip_network(a) for a in self.values] + list(self.nets)
+            for net in nets:
+                if net.version == 4:
+                    lo = int(net.network_address)
+                    hit |= (v >= _U64(lo)) & (v <= _U64(lo + net.num_addresses - 1))
+            return hit
+        if kind == "ip6":
+            hi, lo_w = kc.words
+            hit = np.zeros(len(hi), bool)
+            for net in [ipaddress.ip_network(a) for a in self.values] + list(self.nets):
+                if net.version == 4:
+                    first = (0xFFFF << 32) | int(net.network_address)
+                else:
+                    first = int(net.network_address)
+                last = first + net.num_addresses - 1
+                ahi, alo = _U64(first >> 64), _U64(first & 0xFFFFFFFFFFFFFFFF)
+                bhi, blo = _U64(last >> 64), _U64(last & 0xFFFFFFFFFFFFFFFF)
+                ge = (hi > ahi) | ((hi == ahi) & (lo_w >= alo))
+                le = (hi < bhi) | ((hi == bhi) & (lo_w <= blo))
+                hit |= ge & le
+            return hit
+        return None
+
     def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
         kc = cache.get(self.key.name)
         if kc is None:
             kc = cache[self.key.name] = self.key.extract(flows)
+        fast = self._numeric(kc)
+        if fast is not None:
+            hit = fast & kc.defined
+            return ~hit if self.op == "!=" else hit
         hit = np.zeros(len(flows), bool)
         idx = np.flatnonzero(kc.defined)
         if len(idx):
