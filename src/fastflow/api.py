@@ -196,6 +196,8 @@ class ApiServer:
                 await self._write(writer, c.response, False, method == "HEAD")
             return False
         resp = await self._dispatch(req)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d (%d bytes)", req.method, req.path, resp.status, len(resp.body))
         await self._write(writer, resp, keep_alive, req.method == "HEAD")
         return keep_alive
 
@@ -398,7 +400,7 @@ class ApiServer:
 # ==================================================================================================
 # Core routes
 # ==================================================================================================
-RESERVED_QUERY = frozenset({"_", "callback", "maxValue", "minValue"})
+RESERVED_QUERY = frozenset({"_", "callback"})   # cache busters / JSONP names, not filters
 
 
 def _filters(req: Request) -> dict[str, list[str]]:
