@@ -163,7 +163,9 @@ def bench_decode(inputs: dict[str, Path], repeats: int, py_limit: int) -> dict[s
         row["python_samples"] = rate(psamples, tp)
         buf = np.frombuffer(cap.buf, dtype=np.uint8)
         dst = np.empty_like(buf)
-        ts_ = measure(lambda b=buf: int(b.sum(dtype=np.uint64)), repeats)
+        # the floor: read every byte once, 8 at a time (sum of the buffer as 64-bit words)
+        words = buf[: len(buf) // 8 * 8].view(np.uint64)
+        ts_ = measure(lambda w=words: int(w.sum()), repeats)
         tc = measure(lambda b=buf, d=dst: np.copyto(d, b), repeats)
         row["floor_sum"] = rate(n, ts_)
         row["floor_memcpy"] = rate(n, tc)
@@ -285,7 +287,7 @@ def bench_peers(inputs: dict[str, Path], repeats: int, peer_n: int, corpus: Path
 # ----------------------------------------------------------------------------------------------
 # the other benchmark scripts
 # ----------------------------------------------------------------------------------------------
-SUBBENCHES = ["ingest", "replay", "metrics", "flows", "scaler_demo"]
+SUBBENCHES = ["ingest", "e2e", "replay", "metrics", "flows", "scaler_demo"]
 
 
 def run_subbenches(quick: bool, timeout: float) -> dict[str, Any]:
@@ -347,7 +349,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Decoding the same capture files",
         "",
         "| input | datagrams | Cython decode | + pcap read | pure Python | Cython ÷ Python | "
-        "floor (numpy sum) | Cython ÷ floor | tshark | sfacctd | pysflow | Cython+read ÷ best peer |",
+        "floor (read every byte) | Cython ÷ floor | tshark | sfacctd | pysflow | Cython+read ÷ best peer |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["decode"].items():
@@ -455,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["decode"] = bench_decode(inputs, repeats, py_limit=2_000 if args.quick else 20_000)
     report["peers"] = {} if args.no_peers else bench_peers(
-        inputs, repeats, peer_n=2_000 if args.quick else 50_000, corpus=corpus)
+        inputs, 1 if args.quick else repeats, peer_n=2_000 if args.quick else 50_000, corpus=corpus)
     report["other"] = {} if args.no_others else run_subbenches(
         args.quick, timeout=120 if args.quick else 900)
     report["meta"]["seconds"] = round(time.time() - t0, 1)
