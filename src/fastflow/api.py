@@ -422,7 +422,8 @@ def _filters(req: Request) -> dict[str, list[str]]:
 
 
 def _metric_list(spec: str) -> list[str]:
-    names = [m.strip() for m in spec.split(",") if m.strip()]
+    # sFlow-RT separates metrics with "," in /metric and ";" in /dump; accept both everywhere.
+    names = [m.strip() for m in re.split(r"[,;]", spec) if m.strip()]
     if not names:
         raise HTTPError(400, "no metric given")
     return names

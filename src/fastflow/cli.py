@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose if chosen not in ("run", "demo", "agent") else (
         logging.DEBUG if args.verbose else logging.INFO)
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z",
+                        stream=sys.stderr)
     module = importlib.import_module(args._module)
     try:
         return int(module.main(args) or 0)
