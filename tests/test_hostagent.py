@@ -20,13 +20,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dockerenv import docker_client_fixture, swarm_fixture, unique  # noqa: F401
 
+from dockerenv import docker_client_fixture, swarm_fixture, unique  # noqa: F401
 from fastflow import encode as enc
 from fastflow.decode import decode
 from fastflow.hostagent import (
     INDEX_BASE,
     MAX_DATAGRAM,
+    CgroupReader,
+    ContainerGone,
     HostAgent,
     add_arguments,
     container_index,
@@ -85,7 +87,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _samples(datagrams: list[bytes]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    out = []
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for d in datagrams:
         o = decode(d)
         assert o.get("errors", []) == [], o.get("errors")
@@ -136,7 +138,7 @@ def test_sequence_numbers_and_uptime_increase() -> None:
     agent = HostAgent([parse_collector("127.0.0.1:9")], polling=1, docker_factory=None,
                       agent_address="192.0.2.7", sub_agent_id=3)
     try:
-        objs = []
+        objs: list[dict[str, Any]] = []
         for _ in range(3):
             objs.extend(decode(d) for d in agent.build())
             time.sleep(0.02)
@@ -162,6 +164,52 @@ def test_pack_samples_stays_under_the_limit() -> None:
         d = enc.encode_datagram(enc.datagram("127.0.0.1", g))
         assert len(d) <= MAX_DATAGRAM
         assert len(decode(d)["samples"]) == len(g)
+
+
+def _tree(root: Any, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+
+
+def test_cgroup_v2_systemd_files(tmp_path: Any) -> None:
+    """The cgroup v2 formats (this machine runs v1, read for real in the Docker tests)."""
+    cg = tmp_path / "cg"
+    scope = "system.slice/docker-abc.scope"
+    _tree(tmp_path, {
+        "proc/self/mounts": f"cgroup2 {cg} cgroup2 rw,nosuid 0 0\n",
+        "proc/42/cgroup": f"0::/{scope}\n",
+        f"cg/{scope}/cpu.stat": "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        f"cg/{scope}/memory.current": "1048576\n",
+        f"cg/{scope}/memory.max": "max\n",
+        f"cg/{scope}/io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
+                               "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n"})
+    r = CgroupReader(tmp_path / "proc")
+    assert r.read(42) == {"cpu_ns": 2_500_000_000, "mem": 1048576, "mem_limit": 0,
+                          "rd_bytes": 8192, "wr_bytes": 8192, "rd_req": 2, "wr_req": 2}
+    (cg / scope / "memory.max").write_text("67108864\n")
+    assert r.read(42)["mem_limit"] == 64 << 20
+    with pytest.raises(ContainerGone):
+        r.read(43)  # no such process
+
+
+def test_cgroup_v1_cgroupfs_files(tmp_path: Any) -> None:
+    cg = tmp_path / "cg"
+    path = "docker/abc"
+    _tree(tmp_path, {
+        "proc/self/mounts": "".join(f"cgroup {cg}/{c} cgroup rw,{c} 0 0\n"
+                                    for c in ("cpu,cpuacct", "memory", "blkio")),
+        "proc/7/cgroup": f"4:memory:/{path}\n3:cpu,cpuacct:/{path}\n2:blkio:/{path}\n0::/{path}\n",
+        f"cg/cpu,cpuacct/{path}/cpuacct.usage": "123456789\n",
+        f"cg/memory/{path}/memory.usage_in_bytes": "2048\n",
+        f"cg/memory/{path}/memory.limit_in_bytes": "9223372036854771712\n",
+        f"cg/blkio/{path}/blkio.throttle.io_service_bytes":
+            "8:0 Read 100\n8:0 Write 200\n8:0 Total 300\nTotal 300\n",
+        f"cg/blkio/{path}/blkio.throttle.io_serviced": "8:0 Read 1\n8:0 Write 3\nTotal 4\n"})
+    r = CgroupReader(tmp_path / "proc")
+    assert r.read(7) == {"cpu_ns": 123456789, "mem": 2048, "mem_limit": 0, "rd_bytes": 100,
+                         "wr_bytes": 200, "rd_req": 1, "wr_req": 3}
 
 
 def test_container_index_and_uuid_are_stable() -> None:
@@ -351,3 +399,54 @@ def test_containers_end_to_end_through_fastflow_run(swarm: Any) -> None:
             agent.close()
         run.stop()
     assert time.monotonic() - t0 < 75
+
+
+def test_limits_pause_vanish_and_engine_return(swarm: Any) -> None:
+    """Memory/CPU limits reach virt_memory/virt_cpu, a paused container reports state 3, one removed
+    between list and read is skipped and counted, and an engine that comes back is used again."""
+    import docker
+
+    limited = swarm.run_container(["sleep", "40"], name=unique("agent-lim"), mem_limit="64m",
+                                  nano_cpus=1_000_000_000)
+    paused = swarm.run_container(["sleep", "40"], name=unique("agent-pause"))
+    doomed = swarm.run_container(["sleep", "40"], name=unique("agent-gone"))
+    paused.pause()
+    calls = []
+
+    def factory() -> Any:  # first a dead engine, then the real one (an engine restart)
+        calls.append(1)
+        if len(calls) == 1:
+            return docker.APIClient(base_url="unix:///nonexistent/fastflow-test.sock", timeout=2)
+        return docker.from_env(timeout=10).api
+
+    agent = HostAgent([parse_collector("127.0.0.1:9")], polling=1, docker_factory=factory)
+    try:
+        assert [decode(d)["samples"][0]["source_id"] for d in agent.build()] == ["2:1"]
+        assert agent.stats.engine_errors == 1
+        items = agent.list_containers()
+        assert not agent._engine_down
+        mine = {i["Id"]: i for i in items}
+        assert {limited.id, paused.id, doomed.id} <= set(mine)
+        doomed.remove(force=True)
+        assert agent.container_sample(mine[doomed.id]) is None
+        assert agent.stats.by_reason.get("gone") == 1
+        s_lim = agent.container_sample(mine[limited.id])
+        s_pause = agent.container_sample(mine[paused.id])
+        assert s_lim is not None and s_pause is not None
+        o = decode(enc.encode_datagram(enc.datagram("127.0.0.1", [s_lim, s_pause])))
+        lim, pau = (_records(s) for s in o["samples"])
+        assert lim["host_descr"]["hostname"] == limited.name
+        assert lim["host_descr"]["uuid"] == container_uuid(limited.id)
+        assert o["samples"][0]["source_id_index"] == container_index(limited.id)
+        assert lim["host_parent"]["container_type"] == 2 and lim["host_parent"]["container_index"] == 1
+        assert lim["virt_memory"]["max_memory"] == 64 << 20
+        assert 0 < lim["virt_memory"]["memory"] <= 64 << 20
+        assert lim["virt_cpu"]["state"] == 1 and lim["virt_cpu"]["nr_virt_cpu"] == 1
+        assert pau["virt_cpu"]["state"] == 3 and pau["virt_memory"]["max_memory"] == 0
+        assert pau["virt_cpu"]["nr_virt_cpu"] == os.cpu_count()
+    finally:
+        agent.close()
+        try:
+            paused.unpause()
+        except Exception:
+            pass
