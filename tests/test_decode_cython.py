@@ -108,6 +108,13 @@ def test_bad_construction(kw: dict[str, int]) -> None:
         Decoder(**kw)
 
 
+def test_uninitialised_decoder_raises_instead_of_crashing() -> None:
+    d = Decoder.__new__(Decoder)
+    with pytest.raises(RuntimeError):
+        d.feed(b"", [], [])
+    assert d.strings() == [] and d.agents() == []
+
+
 def test_buffer_types_all_agree(swarm: list[bytes]) -> None:
     buf, offs, lens = split(swarm)
     ref = Decoder()

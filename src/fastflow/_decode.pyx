@@ -360,6 +360,8 @@ cdef class Decoder:
                 raise ValueError(f"ts must be None, a float or a float64 array of length {n}")
             tsv = ts_a
             per_ts = True
+        if self._dg_arr is None:
+            raise RuntimeError("Decoder.__init__ was not called")
         if self._busy:
             raise RuntimeError("Decoder.feed called while another feed is running on it")
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
@@ -447,6 +449,8 @@ cdef class Decoder:
         cdef Intern *t = &self._strings
         cdef uint32_t i
         cache = self._strings_text
+        if cache is None:
+            return []
         for i in range(len(cache), t.n):
             cache.append((<char *>t.arena)[t.ent_off[i]:t.ent_off[i] + t.ent_len[i]]
                          .decode("utf-8", "replace"))
@@ -458,6 +462,8 @@ cdef class Decoder:
         cdef uint32_t i
         cdef const uint8_t *k
         cache = self._agents_text
+        if cache is None:
+            return []
         for i in range(len(cache), t.n):
             k = t.arena + t.ent_off[i]
             if t.ent_len[i] == 5 and k[0] == 1:
