@@ -763,6 +763,9 @@ class Decoder:
             mask |= 1 << COUNTER_BIT_BY_FORMAT[fmt]
             for json_name, col, typ in _COUNTER_COLS[fmt]:
                 if json_name not in r:
+                    # an optional tail field the record did not carry: 0, also when a repeated
+                    # record overwrites a longer earlier one (as the Cython decoder does)
+                    row[col] = 0
                     continue
                 v = r[json_name]
                 if typ == "str":
