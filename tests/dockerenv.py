@@ -33,7 +33,10 @@ import pytest
 
 IMAGE = "fastflow-busybox:latest"
 LABEL = "fastflow-test"
-LABELS = {LABEL: "1"}
+LABEL_PID = "fastflow-test-pid"
+# Every object is labelled with the creating pytest process, so that one session's clean-up of
+# leftovers never removes what another session (still running) created.
+LABELS = {LABEL: "1", LABEL_PID: str(os.getpid())}
 UP_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "docker-up.sh"
 _state: dict[str, Any] = {}
 
@@ -89,21 +92,31 @@ def ensure_engine() -> str | None:
                     tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
                     reason += f"; .ci/docker-up.sh exited {r.returncode}: {' | '.join(tail)}"
             except subprocess.TimeoutExpired:
-                reason += "; .ci/docker-up.sh timed out after 240 s"
+                reason = f"{reason or 'engine unavailable'}; .ci/docker-up.sh timed out after 240 s"
     _state["reason"] = reason
     return reason
 
 
+def _orphaned(labels: dict[str, str] | None) -> bool:
+    """True for an object whose creating process is this one or is gone (a killed earlier run)."""
+    pid = (labels or {}).get(LABEL_PID, "")
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    return not Path(f"/proc/{pid}").exists()
+
+
 def remove_leftovers(client: Any) -> None:
-    """Remove services and containers labelled ``fastflow-test=1`` (from an earlier, killed run)."""
+    """Remove services and containers labelled ``fastflow-test=1`` that this run or a dead run made."""
     for s in client.services.list(filters={"label": f"{LABEL}=1"}):
         try:
-            s.remove()
+            if _orphaned(s.attrs.get("Spec", {}).get("Labels")):
+                s.remove()
         except Exception:
             pass
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
         try:
-            c.remove(force=True)
+            if _orphaned(c.labels):
+                c.remove(force=True)
         except Exception:
             pass
 
