@@ -201,8 +201,8 @@ cdef class Decoder:
         memset(&self._strings, 0, sizeof(Intern))
         memset(&self._agents, 0, sizeof(Intern))
 
-    def __init__(self, datagram_capacity: int = 8192, counter_capacity: int = 32768,
-                 flow_capacity: int = 32768, *, max_interned: int = _schema.MAX_INTERNED) -> None:
+    def __init__(self, datagram_capacity: int = 4096, counter_capacity: int = 8192,
+                 flow_capacity: int = 8192, *, max_interned: int = _schema.MAX_INTERNED) -> None:
         for name, cap in (("datagram_capacity", datagram_capacity),
                           ("counter_capacity", counter_capacity), ("flow_capacity", flow_capacity)):
             if int(cap) < MIN_CAPACITY:

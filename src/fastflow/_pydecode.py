@@ -531,8 +531,8 @@ class Decoder:
 
     _max_interned: int = MAX_INTERNED  # class attribute so tests can exercise ``table_full``
 
-    def __init__(self, datagram_capacity: int = 8192, counter_capacity: int = 32768,
-                 flow_capacity: int = 32768) -> None:
+    def __init__(self, datagram_capacity: int = 4096, counter_capacity: int = 8192,
+                 flow_capacity: int = 8192) -> None:
         for name, cap in (("datagram_capacity", datagram_capacity),
                           ("counter_capacity", counter_capacity),
                           ("flow_capacity", flow_capacity)):
