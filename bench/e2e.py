@@ -413,6 +413,8 @@ def latency(svc: Service, api: Api, trials: int, tag: str) -> dict[str, Any]:
         "first_sample_visible_ms": _ms_stats(first),
         "http_rtt_ms": _ms_stats(rtt),
         "polls_median": statistics.median(polls) if polls else None,
+        "arrival_to_metric_raw_ms": [round(1e3 * x, 3) for x in lat],
+        "first_sample_visible_raw_ms": [round(1e3 * x, 3) for x in first],
     }
 
 
