@@ -43,6 +43,7 @@ RESULTS = HERE / "results"
 PEERS = HERE / ".peers"
 sys.path.insert(0, str(ROOT / "src"))
 
+from decode import run_all  # noqa: E402  (bench/decode.py: the feed/clear loop)
 from fastflow import pcap  # noqa: E402
 from fastflow._pydecode import Decoder as PyDecoder  # noqa: E402
 
@@ -123,21 +124,10 @@ def build_inputs(n: int, corpus: Path) -> dict[str, Path]:
 # decoding: fastflow, the floor, the peers
 # ----------------------------------------------------------------------------------------------
 def decode_all(decoder_cls: type, cap: pcap.Capture, limit: int | None = None) -> tuple[int, int]:
-    """Decode the whole capture as a consumer would (clear when full); returns (datagrams, samples)."""
-    dec = decoder_cls()
-    offsets, lengths, ts = cap.offsets, cap.lengths, cap.ts
-    if limit is not None:
-        offsets, lengths, ts = offsets[:limit], lengths[:limit], ts[:limit]
-    done = samples = 0
-    n = len(offsets)
-    while done < n:
-        k = dec.feed(cap.buf, offsets[done:], lengths[done:], ts[done:])
-        samples += dec.n_counters + dec.n_flows
-        dec.clear()
-        if k == 0:
-            raise RuntimeError("decoder made no progress")
-        done += k
-    return done, samples
+    """Decode the capture (or its first `limit` datagrams) as a consumer would, clearing when full;
+    returns (datagrams, samples). The loop is bench/decode.py's."""
+    m = len(cap.offsets) if limit is None else limit
+    return run_all(decoder_cls(), cap.buf, cap.offsets[:m], cap.lengths[:m])
 
 
 def bench_decode(inputs: dict[str, Path], repeats: int, py_limit: int) -> dict[str, Any]:
