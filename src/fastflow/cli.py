@@ -30,28 +30,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 LOG_FORMAT = "%(asctime)s %(levelname)s: %(message)s"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastflow", description=__doc__.splitlines()[0])
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one (still empty) sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="fastflow", description="sFlow telemetry into elastic scaling of Docker swarm services")
     parser.add_argument("--version", action="version", version=f"fastflow {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    subparsers = {}
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        # Arguments are added lazily below for the chosen command only.
-    return parser
+        subparsers[name] = p  # arguments are added in main() for the chosen command only
+    return parser, subparsers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser, subparsers = build_parser()
     # Find the chosen command first so only its module is imported.
     chosen = next((a for a in argv if a in COMMANDS), None)
     if chosen is not None:
-        module = importlib.import_module(COMMANDS[chosen][0])
-        subparser = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr]
-        module.add_arguments(subparser)
+        importlib.import_module(COMMANDS[chosen][0]).add_arguments(subparsers[chosen])
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose if chosen not in ("run", "demo", "agent") else (
         logging.DEBUG if args.verbose else logging.INFO)
