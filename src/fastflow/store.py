@@ -14,9 +14,14 @@ side); ``head[row]`` is the newest position and ``count[row]`` how many are vali
 ``prev`` copies of the two newest samples let a metric pass read contiguous columns. A container
 therefore costs only its virt columns.
 
-Writing is vectorised: keys map to slots with a sorted key array + ``searchsorted`` (a dict only for
-new keys), and samples scatter into the rings with fancy indexing. Several samples of one data source
-in a batch are written in rounds by occurrence rank, in arrival order. Per data source:
+Writing a batch is one vectorised pass, O(rows) numpy work however often a data source repeats: keys
+map to slots with a sorted key array + ``searchsorted``; the rows are grouped by slot (stable sort, so
+arrival order within a data source); the fate of every sample (below) is decided against the newest
+kept sample before it, predicted by running maxima per data source and then checked exactly (rows
+past a wrong prediction get another pass; after a few passes the rest goes one row at a time); then
+only the last ``depth`` kept samples of each data source scatter into the rings with fancy indexing,
+and the dense newest / previous copies come from each data source's last two writes. The result is
+exactly that of writing the samples one at a time, in arrival order. Per data source:
 
 * a sample with the newest sample's sequence number and uptime is a **duplicate**: dropped, counted;
 * a sample older than the newest (uptime backwards within ``reorder_window`` and sequence number
@@ -57,6 +62,33 @@ GROUPS: dict[str, tuple[str, ...]] = {
 _HOST_DESCR_BIT = 1 << COUNTER_BIT["host_descr"]
 _KEY_TEXT_COLS = ("hostname", "machine_type", "os_name", "os_release")
 _U32_MAX = 0xFFFFFFFF
+
+
+# fate of a sample (codes ordered so that ``fate <= _RESET`` means "kept")
+_ACCEPT, _SAME, _RESET, _DUP, _REORDER = 0, 1, 2, 3, 4
+_MAX_PASSES = 4       # vectorised passes over a batch before the rest goes one row at a time
+
+
+def _seg_cumsum(x: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at every segment start (``seg``: segment number of each row)."""
+    cs = np.cumsum(x)
+    return cs - (cs[starts] - x[starts])[seg]
+
+
+def _seg_cummax(x: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Running maximum restarting at every segment start (int64 values)."""
+    if not len(x):
+        return x
+    lo = int(x.min())
+    span = int(x.max()) - lo + 1
+    if span * len(starts) < 1 << 62:
+        off = seg.astype(np.int64) * span
+        return np.maximum.accumulate(x - lo + off) - off + lo
+    out = np.empty_like(x)                       # huge jumps: one segment at a time
+    ends = np.append(starts[1:], len(x))
+    for s0, s1 in zip(starts.tolist(), ends.tolist(), strict=True):
+        out[s0:s1] = np.maximum.accumulate(x[s0:s1])
+    return out
 
 
 def _group_columns(records: Sequence[str]) -> list[tuple[str, np.dtype]]:
@@ -286,38 +318,185 @@ class Store:
             self.expire(now)
 
     def _write(self, c: np.ndarray) -> None:
+        """One vectorised pass: fate of every sample, then the key table and every ring at once."""
         n = len(c)
         keys = (c["agent"].astype(np.uint64) << np.uint64(32)) | c["source_id"].astype(np.uint64)
         slots = self._slots_for(keys)
         self.counts["samples"] += n
-        # occurrence rank of each row among the rows of its slot, in arrival order
+        # rows grouped by data source (one group per slot), arrival order within a group
         order = np.argsort(slots, kind="stable")
         ss = slots[order]
         first = np.ones(n, bool)
         first[1:] = ss[1:] != ss[:-1]
-        run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-        rank = np.empty(n, np.int64)
-        rank[order] = np.arange(n) - run_start
-        nrounds = int(rank.max()) + 1
-        if nrounds == 1:
-            self._write_round(c, np.arange(n), slots)
-        else:
-            for r in range(nrounds):
-                idx = np.nonzero(rank == r)[0]
-                self._write_round(c, idx, slots[idx])
+        gstart = np.nonzero(first)[0]
+        gend = np.append(gstart[1:], n) - 1
+        gid = np.cumsum(first) - 1
+        gslot = ss[gstart]
+        seq = c["sequence_number"][order]
+        up = c["uptime"][order]
+        ts = c["ts"][order]
+        mask = c["mask"][order]
+        k = self.k
+        fate = self._fates(seq, up, ts, gid, gstart,
+                           [k["has"][gslot], k["last_seq"][gslot], k["last_uptime"][gslot],
+                            k["last_ts"][gslot], k["run"][gslot].astype(np.int64)])
+
+        nd = int((fate == _DUP).sum())
+        nr = int((fate == _REORDER).sum())
+        nreset = int((fate == _RESET).sum())
+        if nd or nr or nreset:
+            self.counts["duplicate"] += nd
+            self.counts["reordered"] += nr
+            self.counts["reset"] += nreset
+            log.debug("store: %d duplicate, %d reordered, %d reset samples", nd, nr, nreset)
+        acc = fate <= _RESET
+        self.counts["accepted"] += int(acc.sum())
+        idx = np.arange(n)
+
+        # key table: the newest accepted sample of each data source, and the reorders after it
+        la = np.maximum.accumulate(np.where(acc, idx, -1))[gend]
+        got = la >= gstart
+        is_re = (fate == _REORDER).astype(np.int64)
+        cre = np.cumsum(is_re)
+        re_after = cre[gend] - cre[np.maximum(la, 0)]
+        re_all = cre[gend] - cre[gstart] + is_re[gstart]
+        k["run"][gslot] = np.where(got, re_after, k["run"][gslot] + re_all).astype(np.uint8)
+        if got.any():
+            gs, lrow = gslot[got], order[la[got]]
+            k["has"][gs] = True
+            k["last_seq"][gs] = c["sequence_number"][lrow]
+            k["last_uptime"][gs] = c["uptime"][lrow]
+            k["last_ts"][gs] = c["ts"][lrow]
+            newest = np.maximum.reduceat(np.where(acc, ts, -np.inf), gstart)[got]
+            k["last_seen"][gs] = np.maximum(k["last_seen"][gs], newest)
+            hd = acc & ((mask & _HOST_DESCR_BIT) != 0)
+            if hd.any():
+                lh = np.maximum.accumulate(np.where(hd, idx, -1))[gend]
+                okh = lh >= gstart
+                hs, hrow = gslot[okh], order[lh[okh]]
+                for col in _KEY_TEXT_COLS:
+                    k[col][hs] = c[col][hrow]
+
+        # last reset at or before each row, within its data source (-1 / before gstart: none)
+        lr = np.maximum.accumulate(np.where(fate == _RESET, idx, -1)) if nreset else None
+        for g, ring in self.rings.items():
+            self._write_ring(g, ring, c, order, fate, acc & ((mask & ring.bits) != 0), gid,
+                             gstart, gend, gslot, lr)
         self.generation += 1
 
-    def _write_round(self, c: np.ndarray, idx: np.ndarray, s: np.ndarray) -> None:
-        """Write rows ``idx`` of counter table ``c``; their slots ``s`` are distinct."""
-        k = self.k
-        seq = c["sequence_number"][idx]
-        up = c["uptime"][idx]
-        ts = c["ts"][idx]
-        mask = c["mask"][idx]
-        has = k["has"][s]
-        lseq = k["last_seq"][s]
-        lup = k["last_uptime"][s]
-        lts = k["last_ts"][s]
+    def _fates(self, seq: np.ndarray, up: np.ndarray, ts: np.ndarray, gid: np.ndarray,
+               gstart: np.ndarray, base: list[np.ndarray]) -> np.ndarray:
+        """Fate code of every row (rows grouped by data source ``gid``, arrival order within).
+
+        ``base``: per group has / seq / uptime / ts / run of the newest stored sample; updated in
+        place when a pass leaves rows of a group for the next one.
+        """
+        n = len(seq)
+        fate = np.empty(n, np.int8)
+        todo = np.arange(n)
+        for _ in range(_MAX_PASSES):
+            done, code, cut_state = self._fate_pass(seq[todo], up[todo], ts[todo], gid[todo], base)
+            fate[todo[done]] = code[done]
+            todo = todo[~done]
+            if not len(todo):
+                return fate
+            g_cut, cut_vals = cut_state
+            for b, v in zip(base, cut_vals, strict=True):
+                b[g_cut] = v
+        # rare: many restarts / prediction misses in one data source within one batch
+        self._fates_sequential(seq, up, ts, gid, todo, base, fate)
+        return fate
+
+    def _fate_pass(self, seq: np.ndarray, up: np.ndarray, ts: np.ndarray, g: np.ndarray,
+                   base: list[np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, list[np.ndarray]]]:
+        """Predict which sample each row is compared with, then check the prediction exactly.
+
+        Within a data source, kept samples move forwards in sequence number and uptime and dropped
+        ones (duplicates, reordered) do not pass the newest kept one: the newest kept sample before
+        a row has the running maximum of (unwrapped) sequence number and uptime since the last
+        restart. Restarts are predicted by comparing a row with the row before it. Every row is then
+        classified exactly against the predicted previous kept sample; rows up to the first row
+        where prediction and result differ are final (the first such row's reference is exact: it
+        starts the group in the next pass).
+        """
+        m = len(seq)
+        idx = np.arange(m)
+        first = np.ones(m, bool)
+        first[1:] = g[1:] != g[:-1]
+        starts = np.nonzero(first)[0]
+        gl = np.cumsum(first) - 1
+        gs = starts[gl]
+        gg = g[starts]
+        h0, s0, u0, t0, r0 = (b[gg] for b in base)
+        # the first row of each group against the stored newest sample: exact
+        _d0, _o0, x0, _s0 = self._classify(seq[starts], up[starts], ts[starts], h0, s0, u0, t0, r0)
+        # previous row's values (the base for a group's first row)
+        pseq = np.empty_like(seq)
+        pup = np.empty_like(up)
+        pts = np.empty_like(ts)
+        pseq[1:], pup[1:], pts[1:] = seq[:-1], up[:-1], ts[:-1]
+        pseq[starts], pup[starts], pts[starts] = s0, u0, t0
+        # predicted restarts: a restart against the row before (first rows: exact)
+        ones = np.ones(m, bool)
+        _d, _o, pres, _s = self._classify(seq, up, ts, ones, pseq, pup, pts,
+                                          np.zeros(m, np.int64))
+        pres[starts] = x0
+        # segments: from a group start (with its base unless restarting) or a predicted restart
+        seg = pres | first
+        anchor = pres | (first & ~h0[gl])            # no base in the running maximum
+        st_seq = (seq - pseq).astype(np.int32).astype(np.int64)
+        st_up = (up - pup).astype(np.int32).astype(np.int64)
+        st_seq[anchor] = 0
+        st_up[anchor] = 0
+        sl = np.cumsum(seg) - 1
+        sstart = np.nonzero(seg)[0]
+        useq = _seg_cumsum(st_seq, sstart, sl)
+        uup = _seg_cumsum(st_up, sstart, sl)
+        # the base (where it takes part) sits at 0; an anchor row is 0 itself
+        mseq = np.maximum(_seg_cummax(useq, sstart, sl), 0)
+        mup = np.maximum(_seg_cummax(uup, sstart, sl), 0)
+        xs = np.empty(m, np.int64)
+        xu = np.empty(m, np.int64)
+        xs[1:], xu[1:] = mseq[:-1], mup[:-1]
+        xs[seg], xu[seg] = 0, 0
+        pdup = ~seg & (useq == xs) & (uup == xu)
+        prea = ~seg & ~pdup & (useq < xs) & (uup <= xu) & (xu - uup <= self.reorder_window_ms)
+        pdup[starts] = _d0
+        prea[starts] = _o0
+        pacc = ~pdup & ~prea
+        # reference: the newest predicted kept row before, else the base
+        la = np.maximum.accumulate(np.where(pacc, idx, -1))
+        ref = np.empty(m, np.int64)
+        ref[0] = -1
+        ref[1:] = la[:-1]
+        ing = ref >= gs
+        refc = np.maximum(ref, 0)
+        rhas = ing | h0[gl]
+        rseq = np.where(ing, seq[refc], s0[gl])
+        rup = np.where(ing, up[refc], u0[gl])
+        rts = np.where(ing, ts[refc], t0[gl])
+        cr = np.cumsum(prea)
+        crx = cr - prea
+        run = np.where(ing, crx - cr[refc], r0[gl] + crx - crx[gs])
+        dup, reo, res, same = self._classify(seq, up, ts, rhas, rseq, rup, rts, run)
+        bad = (dup != pdup) | (reo != prea) | (res != pres)
+        cb = np.cumsum(bad)
+        after = (cb - cb[gs] + bad[gs]) > 0
+        code = np.full(m, _ACCEPT, np.int8)
+        code[same] = _SAME
+        code[res] = _RESET
+        code[dup] = _DUP
+        code[reo] = _REORDER
+        cut = after.copy()
+        cut[1:] &= ~after[:-1] | first[1:]
+        cut_vals = [rhas[cut], rseq[cut], rup[cut], rts[cut], run[cut]]
+        return ~after, code, (g[cut], cut_vals)
+
+    def _classify(self, seq: np.ndarray, up: np.ndarray, ts: np.ndarray, has: np.ndarray,
+                  lseq: np.ndarray, lup: np.ndarray, lts: np.ndarray, run: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Duplicate / reordered / reset / same-uptime samples against the newest kept sample."""
         dseq = (seq - lseq).astype(np.int32)          # wrap-around sequence difference
         # uptime is u32 ms and wraps after 49.7 days: a small forward step across 2**32 is not
         # "backwards"
@@ -326,66 +505,133 @@ class Store:
         dup = has & (seq == lseq) & (up == lup)
         backwards = has & ~dup & (up_back | ((up == lup) & (dseq < 0)))
         back_ms = lup.astype(np.int64) - up.astype(np.int64)
-        reorder = backwards & (back_ms <= self.reorder_window_ms) & (dseq < 0) & (k["run"][s] < 3)
+        reorder = backwards & (back_ms <= self.reorder_window_ms) & (dseq < 0) & (run < 3)
         reset = has & ~dup & ~reorder & (backwards | (dseq < 0))
         same = has & ~dup & ~backwards & ~reset & (up == lup) & (np.abs(ts - lts) < 1.0)
-        accept = ~dup & ~reorder
-        nd, nr, nreset = int(dup.sum()), int(reorder.sum()), int(reset.sum())
-        if nd or nr or nreset:
-            self.counts["duplicate"] += nd
-            self.counts["reordered"] += nr
-            self.counts["reset"] += nreset
-            log.debug("store: %d duplicate, %d reordered, %d reset samples", nd, nr, nreset)
-            if nr:
-                k["run"][s[reorder]] += 1
-        if nreset:
-            rs = s[reset]
-            for g, ring in self.rings.items():
-                rows = self._row[g][rs]
-                ring.count[rows[rows >= 0]] = 0
-        if not accept.any():
+        return dup, reorder, reset, same
+
+    def _fates_sequential(self, seq: np.ndarray, up: np.ndarray, ts: np.ndarray, gid: np.ndarray,
+                          todo: np.ndarray, base: list[np.ndarray], fate: np.ndarray) -> None:
+        """The rows ``todo`` one by one (the same rules as :meth:`_classify`, on Python ints)."""
+        wrap, window = self._wrap_ms, self.reorder_window_ms
+        bh, bs, bu, bt, br = base
+        cur = -1
+        has, lseq, lup, lts, run = False, 0, 0, 0.0, 0
+        for i, g, sq, u, t in zip(todo.tolist(), gid[todo].tolist(), seq[todo].tolist(),
+                                  up[todo].tolist(), ts[todo].tolist(), strict=True):
+            if g != cur:
+                cur = g
+                has, lseq, lup = bool(bh[g]), int(bs[g]), int(bu[g])
+                lts, run = float(bt[g]), int(br[g])
+            code = _ACCEPT
+            if has:
+                dseq = ((sq - lseq + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                up_back = u < lup and not (((u - lup) & 0xFFFFFFFF) <= wrap and dseq > 0)
+                if sq == lseq and u == lup:
+                    code = _DUP
+                else:
+                    backwards = up_back or (u == lup and dseq < 0)
+                    if backwards and lup - u <= window and dseq < 0 and run < 3:
+                        code = _REORDER
+                    elif backwards or dseq < 0:
+                        code = _RESET
+                    elif u == lup and abs(t - lts) < 1.0:
+                        code = _SAME
+            fate[i] = code
+            if code == _REORDER:
+                run += 1
+            elif code != _DUP:
+                has, lseq, lup, lts, run = True, sq, u, t, 0
+
+    def _write_ring(self, g: str, ring: Ring, c: np.ndarray, order: np.ndarray, fate: np.ndarray,
+                    w: np.ndarray, gid: np.ndarray, gstart: np.ndarray, gend: np.ndarray,
+                    gslot: np.ndarray, lr: np.ndarray | None) -> None:
+        """Scatter the accepted rows ``w`` carrying this ring's records into it, all at once."""
+        depth = ring.depth
+        rowmap = self._row[g]
+        if lr is not None:                        # restarts empty every ring of the data source
+            rrows = rowmap[gslot[lr[gend] >= gstart]]
+            rrows = rrows[rrows >= 0]
+        e = np.nonzero(w)[0]                      # write events, grouped by data source
+        me = len(e)
+        if not me:
+            if lr is not None:
+                ring.count[rrows] = 0
             return
-        a_idx = idx[accept]
-        a_s = s[accept]
-        a_same = same[accept]
-        self.counts["accepted"] += len(a_idx)
-        k["has"][a_s] = True
-        k["last_seq"][a_s] = seq[accept]
-        k["last_uptime"][a_s] = up[accept]
-        k["last_ts"][a_s] = ts[accept]
-        k["last_seen"][a_s] = np.maximum(k["last_seen"][a_s], ts[accept])
-        k["run"][a_s] = 0
-        a_mask = mask[accept]
-        hd = (a_mask & _HOST_DESCR_BIT) != 0
-        if hd.any():
-            for col in _KEY_TEXT_COLS:
-                k[col][a_s[hd]] = c[col][a_idx[hd]]
-        for g, ring in self.rings.items():
-            sel = (a_mask & ring.bits) != 0
-            if not sel.any():
-                continue
-            gs = a_s[sel]
-            gi = a_idx[sel]
-            rows = self._row[g][gs]
-            missing = rows < 0
-            if missing.any():
-                new_rows = ring.allocate(int(missing.sum()))
-                ring.key_of_row[new_rows] = gs[missing]
-                self._row[g][gs[missing]] = new_rows
-                rows[missing] = new_rows
-            cnt = ring.count[rows]
-            overwrite = a_same[sel] & (cnt > 0)
-            pos = np.where(overwrite, ring.head[rows], (ring.head[rows] + 1) % ring.depth)
-            ring.head[rows] = pos
-            ring.count[rows] = np.where(overwrite, cnt, np.minimum(cnt + 1, ring.depth))
-            d, last, prev = ring.data, ring.last, ring.prev
-            shift = rows[~overwrite]
-            for col, src in ring.sources:
-                v = c[src][gi]
-                d[col][pos, rows] = v
-                lc = last[col]
-                prev[col][shift] = lc[shift]
-                lc[rows] = v
+        eg = gid[e]
+        efirst = np.ones(me, bool)
+        efirst[1:] = eg[1:] != eg[:-1]
+        es = np.nonzero(efirst)[0]
+        ee = np.append(es[1:], me) - 1
+        el = np.cumsum(efirst) - 1
+        egrp = eg[es]
+        eslot = gslot[egrp]
+        rows = rowmap[eslot]
+        missing = rows < 0
+        if missing.any():
+            new_rows = ring.allocate(int(missing.sum()))
+            ring.key_of_row[new_rows] = eslot[missing]
+            rowmap[eslot[missing]] = new_rows
+            rows[missing] = new_rows
+        head0 = ring.head[rows]
+        cnt0 = ring.count[rows]                   # before the restarts (they may come later)
+        if lr is not None:
+            ring.count[rrows] = 0
+        # a same-uptime sample replaces the newest one when the ring holds one at that point
+        cnt_pos = ~efirst
+        if lr is not None:
+            lre = lr[e]
+            prev_e = np.empty(me, np.int64)
+            prev_e[0] = -1
+            prev_e[1:] = e[:-1]
+            cnt_pos = cnt_pos & (prev_e >= lre)
+            cnt_pos |= (lre < gstart[eg]) & (cnt0[el] > 0)
+        else:
+            cnt_pos = cnt_pos | (cnt0[el] > 0)
+        adv = ~((fate[e] == _SAME) & cnt_pos)
+        a = _seg_cumsum(adv.astype(np.int64), es, el)   # advances up to and including each event
+        total = a[ee]
+        if lr is not None:
+            lrg = lr[gend[egrp]]
+            restarted = lrg >= gstart[egrp]
+            n_after = np.bincount(el, weights=adv & (e >= lrg[el]), minlength=len(es))
+            cnt = np.where(restarted, n_after.astype(np.int64), cnt0 + total)
+        else:
+            cnt = cnt0 + total
+        ring.count[rows] = np.minimum(cnt, depth)
+        ring.head[rows] = (head0 + total) % depth
+        # ring positions: only the last write to each position (the last `depth` advances)
+        nxt = np.ones(me, bool)
+        nxt[:-1] = adv[1:] | efirst[1:]
+        keep = nxt & (a > (total - depth)[el])
+        pos = ((head0[el] + a) % depth)[keep]
+        krows = rows[el[keep]]
+        # dense newest / previous: previous = what was newest before the last advancing write
+        ja = np.maximum.accumulate(np.where(adv, np.arange(me), -1))[ee]
+        has_adv = ja >= es
+        from_ev = has_adv & (ja > es)
+        from_old = has_adv & (ja == es)
+        need = keep.copy()
+        need[ee] = True
+        need[ja[from_ev] - 1] = True
+        nidx = np.nonzero(need)[0]
+        at = np.cumsum(need) - 1
+        crow = order[e[nidx]]
+        i_keep = at[keep]
+        i_last = at[ee]
+        i_prev = at[ja[from_ev] - 1]
+        r_prev = rows[from_ev]
+        r_old = rows[from_old]
+        d, last, prev = ring.data, ring.last, ring.prev
+        for col, src in ring.sources:
+            v = c[src][crow]
+            d[col][pos, krows] = v[i_keep]
+            lc = last[col]
+            pc = prev[col]
+            if len(r_old):
+                pc[r_old] = lc[r_old]
+            pc[r_prev] = v[i_prev]
+            lc[rows] = v[i_last]
 
     # ------------------------------------------------------------------ expiry
     def expire(self, now: float | None = None) -> int:
