@@ -160,3 +160,115 @@ def test_empty_batch_is_fine() -> None:
     e.add(rows())
     assert len(e.store) == 0
     assert np.all(e.store.fresh() == np.zeros(0, bool))
+
+
+# ------------------------------------------------------------------ one batch == row by row
+def _state(e: Engine) -> dict[str, object]:
+    """Everything the store holds per data source (by key, not by slot / row number)."""
+    s = e.store
+    out: dict[str, object] = {"counts": dict(s.counts), "n": len(s)}
+    for slot in range(s.n_keys):
+        if not s.k["alive"][slot]:
+            continue
+        key = (int(s.k["agent"][slot]), int(s.k["source_id"][slot]))
+        out[f"{key} key"] = [(col, s.k[col][slot].item()) for col, _dt in Store._KEY_COLUMNS]
+        for g, ring in s.rings.items():
+            row = s.row_of(g, slot)
+            if row < 0:
+                out[f"{key} {g}"] = None
+                continue
+            out[f"{key} {g}"] = (
+                int(ring.count[row]), int(ring.head[row]),
+                [(col, ring.data[col][:, row].tolist(), ring.last[col][row].item(),
+                  ring.prev[col][row].item()) for col, _dt in ring.columns])
+    return out
+
+
+def _batch_vs_rows(samples: list[dict[str, object]], depth: int, splits: int = 1) -> None:
+    """Feeding ``samples`` as ``splits`` batches leaves the store exactly as one row per batch."""
+    one = Engine(depth=depth, expire_after=1e6)
+    for part in np.array_split(np.arange(len(samples)), splits):
+        one.add(rows(*[samples[i] for i in part]))
+    each = Engine(depth=depth, expire_after=1e6)
+    each.feed(*samples)
+    assert _state(one) == _state(each)
+
+
+def test_one_batch_with_a_source_repeated_500_times_equals_row_by_row() -> None:
+    t0 = 1_700_000_000.0
+    s: list[dict[str, object]] = []
+    for i in range(1, 501):
+        if i == 120:                                          # duplicate of the newest
+            s.append(dict(s[-1]))
+        if i == 200:                                          # late sample: reordered
+            s.append(container(1, i - 3, 1000 * (i - 3), cpu_ms=-1 % 2**32, ts=t0 + i))
+        if i == 250:                                          # same uptime, later sequence number
+            s.append(container(1, i, 1000 * (i - 1), cpu_ms=7 * i, ts=t0 + i - 0.5))
+            continue
+        if i >= 300:                                          # agent restart at 300
+            s.append(container(1, i - 299, 1000 * (i - 299), cpu_ms=5 * i, ts=t0 + i + 1))
+        else:
+            s.append(container(1, i, 1000 * i, cpu_ms=5 * i, ts=t0 + i))
+        if i % 50 == 0:                                       # another source, now and then
+            s.append(container(2, i, 1000 * i, ts=t0 + i))
+    _batch_vs_rows(s, depth=32)
+    e = Engine(expire_after=1e6)
+    e.add(rows(*s))
+    assert e.store.counts["duplicate"] == 1
+    assert e.store.counts["reordered"] == 1
+    assert e.store.counts["reset"] == 1
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == list(range(170, 202))
+
+
+def _messy(rng: np.random.Generator, n: int, sources: int) -> list[dict[str, object]]:
+    """Samples of a few sources with duplicates, late samples, restarts, same-uptime polls,
+    uptime wrap-around, several record groups and host_descr only now and then."""
+    from _engine_util import HOST_MASK, VIRT_MASK
+
+    state = {i: [int(rng.integers(0, 2**32)), int(rng.integers(0, 2**32)), 0] for i in
+             range(sources)}
+    hist: dict[int, list[dict[str, object]]] = {i: [] for i in range(sources)}
+    out: list[dict[str, object]] = []
+    for j in range(n):
+        i = int(rng.integers(sources))
+        seq, up, _ = state[i]
+        r = rng.random()
+        ts = 1_700_000_000.0 + j * 0.1
+        if r < 0.08 and hist[i]:
+            d = dict(hist[i][-1])                                 # duplicate
+        elif r < 0.2 and len(hist[i]) > 2:                        # late (maybe far too late)
+            d = dict(hist[i][-int(rng.integers(2, len(hist[i]) + 1))])
+            d["ts"] = ts
+        else:
+            if r < 0.26:                                          # restart
+                seq, up = int(rng.integers(0, 50)), int(rng.integers(0, 5000))
+            elif r < 0.3:                                         # second poll, same uptime
+                seq = (seq + 1) % 2**32
+            elif r < 0.32:                                        # sequence restart only
+                seq, up = int(rng.integers(0, 5)), (up + 1000) % 2**32
+            else:
+                seq = (seq + int(rng.integers(1, 3))) % 2**32
+                up = (up + int(rng.integers(0, 3)) * 1000) % 2**32
+            mask = int(rng.choice([VIRT_MASK, VIRT_MASK & ~1, HOST_MASK, VIRT_MASK | HOST_MASK]))
+            d = container(i, seq, up, cpu_ms=j, rx=j * 3, ts=ts, hostname=j % 5, mask=mask,
+                          agent=1 + i % 2)
+            state[i] = [seq, up, 0]
+            hist[i].append(d)
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_messy_batches_equal_row_by_row(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    samples = _messy(rng, 400, sources=1 + seed % 4)
+    _batch_vs_rows(samples, depth=4, splits=1 + seed % 3)
+
+
+def test_two_agents_sharing_a_source_id_in_one_batch() -> None:
+    """Interleaved sequence numbers: a restart on nearly every row (the one-row-at-a-time path)."""
+    s = []
+    for i in range(200):
+        s.append(container(1, 1000 + i, 500_000 + 1000 * i, cpu_ms=i))
+        s.append(container(1, 10 + i, 20_000 + 1000 * i, cpu_ms=2 * i))
+    _batch_vs_rows(s, depth=8)
