@@ -69,6 +69,15 @@ _ACCEPT, _SAME, _RESET, _DUP, _REORDER = 0, 1, 2, 3, 4
 _MAX_PASSES = 4       # vectorised passes over a batch before the rest goes one row at a time
 
 
+def _codes(dup: np.ndarray, reorder: np.ndarray, reset: np.ndarray, same: np.ndarray) -> np.ndarray:
+    code = np.zeros(len(dup), np.int8)            # _ACCEPT
+    code[same] = _SAME
+    code[reset] = _RESET
+    code[dup] = _DUP
+    code[reorder] = _REORDER
+    return code
+
+
 def _seg_cumsum(x: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
     """Cumulative sum restarting at every segment start (``seg``: segment number of each row)."""
     cs = np.cumsum(x)
@@ -392,6 +401,8 @@ class Store:
         place when a pass leaves rows of a group for the next one.
         """
         n = len(seq)
+        if len(gstart) == n:                      # no data source repeats: one exact comparison
+            return _codes(*self._classify(seq, up, ts, *base))
         fate = np.empty(n, np.int8)
         todo = np.arange(n)
         for _ in range(_MAX_PASSES):
@@ -483,11 +494,7 @@ class Store:
         bad = (dup != pdup) | (reo != prea) | (res != pres)
         cb = np.cumsum(bad)
         after = (cb - cb[gs] + bad[gs]) > 0
-        code = np.full(m, _ACCEPT, np.int8)
-        code[same] = _SAME
-        code[res] = _RESET
-        code[dup] = _DUP
-        code[reo] = _REORDER
+        code = _codes(dup, reo, res, same)
         cut = after.copy()
         cut[1:] &= ~after[:-1] | first[1:]
         cut_vals = [rhas[cut], rseq[cut], rup[cut], rts[cut], run[cut]]
@@ -623,15 +630,19 @@ class Store:
         r_prev = rows[from_ev]
         r_old = rows[from_old]
         d, last, prev = ring.data, ring.last, ring.prev
+        all_kept = len(i_keep) == len(nidx)       # then v[i_keep] is v (no source repeats, ...)
+        last_all = len(i_last) == len(nidx)
+        any_prev = len(r_prev) > 0
         for col, src in ring.sources:
             v = c[src][crow]
-            d[col][pos, krows] = v[i_keep]
+            d[col][pos, krows] = v if all_kept else v[i_keep]
             lc = last[col]
             pc = prev[col]
             if len(r_old):
                 pc[r_old] = lc[r_old]
-            pc[r_prev] = v[i_prev]
-            lc[rows] = v[i_last]
+            if any_prev:
+                pc[r_prev] = v[i_prev]
+            lc[rows] = v if last_all else v[i_last]
 
     # ------------------------------------------------------------------ expiry
     def expire(self, now: float | None = None) -> int:
