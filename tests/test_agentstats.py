@@ -239,3 +239,41 @@ def test_pipeline_sink(swarm_pcap: Path) -> None:
     s = st.snapshot()["192.0.2.2"]
     assert s["sFlowDatagramsReceived"] == 124 and s["sFlowDatagramsLost"] == 0
     assert s["sFlowCounterSamples"] == 261 and s["sFlowCounterSamplesLost"] == 0
+
+
+_COUNTS = ("sFlowDatagramsReceived", "sFlowDatagramsLost", "sFlowDatagramsDuplicated",
+           "sFlowDatagramsOutOfOrder", "sFlowAgentRestarts", "sFlowCounterSamples",
+           "sFlowCounterSamplesLost")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_batching_does_not_change_the_counts(seed: int) -> None:
+    """Mostly in-order streams (the fast path) with gaps, duplicates and late datagrams mixed in
+    (the general path): one big batch, random splits and one datagram per batch agree."""
+    rng = np.random.default_rng(seed)
+    numbers: list[int] = []
+    seq = int(rng.integers(1, 1000))
+    for _ in range(300):
+        r = rng.random()
+        if r < 0.05 and numbers:
+            numbers.append(numbers[int(rng.integers(max(0, len(numbers) - 20), len(numbers)))])
+        elif r < 0.10:
+            seq += int(rng.integers(2, 6))      # a gap, sometimes filled later
+            numbers.append(seq)
+            if rng.random() < 0.5:
+                numbers.append(seq - 1)
+        else:
+            seq += 1
+            numbers.append(seq)
+    dgrams = seqs(1, numbers)
+    samples = [(1, 7, n) for n in numbers]
+
+    def run(splits: list[int]) -> dict[str, Any]:
+        st = AgentStats(clock=Clock())
+        for a, b in zip([0, *splits], [*splits, len(dgrams)], strict=True):
+            st.add(batch(dgrams[a:b], counters=samples[a:b]))
+        return {k: snap(st)[k] for k in _COUNTS}
+
+    whole = run([])
+    assert whole == run(sorted(set(rng.integers(1, len(dgrams), 15).tolist())))
+    assert whole == run(list(range(1, len(dgrams))))

@@ -158,6 +158,16 @@ class AgentStats:
             return
         if st.first_seq < 0:
             st.first_seq = int(seq[0])
+        if int(seq[0]) > st.max_seq and (len(seq) == 1 or bool((seq[1:] > seq[:-1]).all())):
+            # the common case, in order: no duplicate, nothing late; only gaps to count
+            if st.max_seq >= 0:
+                a.lost += int(seq[0]) - st.max_seq - 1
+            a.lost += int(seq[-1] - seq[0]) - (len(seq) - 1)
+            st.max_seq = int(seq[-1])
+            st.max_uptime = max(st.max_uptime, int(up.max()))
+            recent = np.concatenate((st.recent, seq))  # still sorted: every number is new
+            st.recent = recent[recent > st.max_seq - SEQ_WINDOW]
+            return
         # duplicates: seen in the remembered window, or earlier in this batch
         _u, first_idx = np.unique(seq, return_index=True)
         first_in_batch = np.zeros(len(seq), bool)
@@ -179,11 +189,20 @@ class AgentStats:
         """Per data source sample-sequence gaps (vectorised over all sources of the batch)."""
         agent = tab["agent"].astype(np.int64)
         seq = tab["sequence_number"].astype(np.int64)
-        rec = np.empty(len(tab), dtype=[("a", "<i8"), ("t", "<i8"), ("i", "<i8")])
-        rec["a"], rec["t"], rec["i"] = agent, tab["source_id_type"], tab["source_id_index"]
-        uniq, group = np.unique(rec, return_inverse=True)
+        stype = tab["source_id_type"].astype(np.int64)
+        sindex = tab["source_id_index"].astype(np.int64)
+        if len(tab) and int(stype.max()) < 256 and int(agent.max()) < (1 << 23):
+            # one integer per data source: hashing integers is far cheaper than sorting records
+            packed = (agent << 40) | (stype << 32) | sindex
+            uniq_p, group = np.unique(packed, return_inverse=True)
+            keys = [(names[p >> 40] or "unknown", (p >> 32) & 0xFF, p & 0xFFFFFFFF)
+                    for p in uniq_p.tolist()]
+        else:
+            rec = np.empty(len(tab), dtype=[("a", "<i8"), ("t", "<i8"), ("i", "<i8")])
+            rec["a"], rec["t"], rec["i"] = agent, stype, sindex
+            uniq, group = np.unique(rec, return_inverse=True)
+            keys = [(names[a] or "unknown", t, i) for a, t, i in uniq.tolist()]
         group = group.reshape(-1).astype(np.int64)
-        keys = [(names[a] or "unknown", t, i) for a, t, i in uniq.tolist()]
         state = self._sample_max[kind]
         # the stored highest sequence of each known source goes in front of its group
         known = [(gi, state[k]) for gi, k in enumerate(keys) if k in state]
