@@ -147,6 +147,32 @@ def test_batch_boundaries(ingest_factory: Any, pure: bool) -> None:
     assert col.sizes == [1, 7, 7, 7, 7, 7, 7, 7]
 
 
+def test_linger_coalesces_sparse_batches(ingest_factory: Any, pure: bool) -> None:
+    """A trickle of datagrams is handed on in a few batches, not one batch per datagram: a batch
+    that comes back sparse waits ``linger`` and is topped up. Nothing is lost or reordered."""
+    col = Collect()
+    ing = ingest_factory(on_batch=col, batch=1024, linger=0.3, pure_python=pure)
+    data = payloads(40)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in data:            # ~1 ms apart: every recvmmsg alone would return one datagram
+            s.sendto(d, ("127.0.0.1", ing.port))
+            time.sleep(0.001)
+    col.wait(40)
+    assert [d for d, _, _ in col.items] == data
+    assert len(col.sizes) < 10, col.sizes
+    assert ing.stats()["batches"] == len(col.sizes)
+
+
+def test_linger_zero_hands_on_at_once(ingest_factory: Any, pure: bool) -> None:
+    col = Collect()
+    ing = ingest_factory(on_batch=col, linger=0, pure_python=pure)
+    send(payloads(3), ing.port, pace=1)
+    col.wait(3)
+    assert len(col.items) == 3
+    with pytest.raises(ValueError, match="linger"):
+        UdpIngest(linger=-1)
+
+
 def test_four_argument_callback_and_errors(ingest_factory: Any, pure: bool,
                                            caplog: pytest.LogCaptureFixture) -> None:
     seen: list[int] = []

@@ -24,5 +24,7 @@ class Receiver:
     kernel_drops: int
 
     def __init__(self, fd: int, batch: int = 1024, slot: int = 65536) -> None: ...
-    def recv(self) -> int:
-        """n datagrams now at [0:n] (0 if all were oversize), -1 on timeout; OSError otherwise."""
+    next_slot: int
+    def recv(self, first: int = 0, k0: int = 0, wait: bool = True) -> int:
+        """Datagrams into slots first.., rows appended from k0; the row count now at [0:k],
+        -1 when nothing came (timeout, or wait=False and the queue was empty); OSError otherwise."""

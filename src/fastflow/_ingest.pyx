@@ -96,6 +96,7 @@ cdef class Receiver:
     cdef uint16_t[::1] _port
     cdef readonly object buf, offsets, lengths, ts, src, port
     cdef readonly uint64_t datagrams, bytes, calls, truncated, kernel_drops
+    cdef readonly int next_slot
 
     def __cinit__(self, int fd, int batch=1024, int slot=65536):
         self.msgs = NULL
@@ -138,11 +139,14 @@ cdef class Receiver:
         free(self.names)
         free(self.ctrls)
 
-    def recv(self):
-        """Receive one batch. Returns the number of datagrams now at ``[0:n]`` of the arrays (0 when
-        every datagram received was oversize), or -1 when the receive timed out / was interrupted.
-        Raises OSError for any other socket error."""
-        cdef int i, n, k = 0, err = 0
+    def recv(self, int first=0, int k0=0, bint wait=True):
+        """Receive one batch into message slots ``first..batch-1``, appending rows from ``k0``
+        (so a sparse batch can be topped up: ``recv(rx.next_slot, n, wait=False)``). Returns the
+        number of datagrams now at ``[0:k]`` of the arrays (``k0`` when every datagram received
+        was oversize), or -1 when nothing came (timeout, interrupted, or ``wait=False`` and the
+        queue was empty). Raises OSError for any other socket error."""
+        cdef int i, n, k = k0, err = 0
+        cdef int flags = MSG_WAITFORONE if wait else MSG_DONTWAIT
         cdef mmsghdr* m
         cdef cmsghdr* c
         cdef timespec now
@@ -152,7 +156,9 @@ cdef class Receiver:
         cdef uint16_t fam
         cdef uint8_t* name
         cdef double tnow
-        for i in range(self.batch):
+        if first < 0 or first >= self.batch or k0 < 0 or k0 > first:
+            raise ValueError("recv: need 0 <= k0 <= first < batch")
+        for i in range(first, self.batch):
             m = &self.msgs[i]
             m.msg_hdr.msg_name = self.names + <Py_ssize_t>i * ADDR_SIZE
             m.msg_hdr.msg_namelen = ADDR_SIZE
@@ -163,7 +169,7 @@ cdef class Receiver:
             m.msg_hdr.msg_flags = 0
             m.msg_len = 0
         with nogil:
-            n = recvmmsg(self.fd, self.msgs, <unsigned int>self.batch, MSG_WAITFORONE, NULL)
+            n = recvmmsg(self.fd, &self.msgs[first], <unsigned int>(self.batch - first), flags, NULL)
             if n < 0:
                 err = errno
             clock_gettime(CLOCK_REALTIME, &now)
@@ -172,8 +178,9 @@ cdef class Receiver:
                 return -1
             raise OSError(err, f"recvmmsg failed (errno {err})")
         self.calls += 1
+        self.next_slot = first + n
         tnow = <double>now.tv_sec + <double>now.tv_nsec * 1e-9
-        for i in range(n):
+        for i in range(first, first + n):
             m = &self.msgs[i]
             have_ts = False
             if m.msg_hdr.msg_controllen > 0:

@@ -49,6 +49,7 @@ class CollectorConfig:
     port: int = 6343               # UDP port (0: any free port, logged at start)
     rcvbuf: int = 8388608          # SO_RCVBUF bytes requested (the kernel may cap it: net.core.rmem_max)
     batch: int = 1024              # datagrams read per recvmmsg batch
+    linger: float = 0.002          # seconds a sparse batch waits to fill up (0: hand on at once)
     reuseport: bool = False        # SO_REUSEPORT (several collectors sharing a port)
 
 
@@ -220,6 +221,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"[collector] rcvbuf: {c.rcvbuf} must be between 1 and 2147483648 bytes")
     if not 1 <= c.batch <= 65536:
         raise ConfigError(f"[collector] batch: {c.batch} must be between 1 and 65536 datagrams")
+    if not 0 <= c.linger <= 1:
+        raise ConfigError(f"[collector] linger: {c.linger} must be between 0 and 1 seconds")
     if not 2 <= s.depth <= 1 << 16:
         raise ConfigError(f"[store] depth: {s.depth} must be between 2 and 65536 samples "
                           "(rates need two samples)")

@@ -242,7 +242,7 @@ class Service:
         c, a = self.config.collector, self.config.api
         self.stop_event = asyncio.Event()
         self.ingest = _build(UdpIngest, host=c.bind, port=c.port, rcvbuf=c.rcvbuf, batch=c.batch,
-                             reuseport=c.reuseport, on_batch=self._on_batch)
+                             reuseport=c.reuseport, linger=c.linger, on_batch=self._on_batch)
         static = STATIC_DIR if (STATIC_DIR / "index.html").is_file() else None
         self.api = ApiServer(self.routes(), a.bind, a.port, token=a.token or None,
                              static_dir=static)
