@@ -372,10 +372,33 @@ def test_fuzz_mutated_frames(tmp_path: Path, pkts: list[tuple[bytes, int, int, i
 
 @needs_cython
 def test_mmap_path_matches(swarm_pcap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large files are mapped copy-on-write: same result, and the file itself is not modified."""
+    """Large files are mapped read-only and the datagrams are used where they lie: same result,
+    and the file itself is not modified."""
     before = swarm_pcap.read_bytes()
     ref = pcap.read(swarm_pcap, pure_python=True)
     monkeypatch.setattr(pcap, "_MMAP_THRESHOLD", 0)
     fast = pcap.read(swarm_pcap, pure_python=False)
     assert_same(ref, fast)
     assert swarm_pcap.read_bytes() == before
+
+
+def test_mmap_path_mostly_other_traffic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped capture that is mostly other traffic: the sFlow payloads are gathered into a
+    buffer of their own (the mapping is not pinned) and match the reference reader."""
+    frames = []
+    for i in range(300):
+        frames.append((1.0 + i, pcap.udp_frame(bytes([i % 256]) * (60 + i % 40),
+                                               ("192.0.2.1", 5000), ("127.0.0.1", 6343), i)))
+        frames.append((1.0 + i, pcap.udp_frame(b"x" * 3000, ("192.0.2.1", 5000),
+                                               ("127.0.0.1", 9), i)))
+    path = tmp_path / "mostly-other.pcap"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for t, fr in frames:
+            f.write(struct.pack("<IIII", int(t), 0, len(fr), len(fr)) + fr)
+    ref = pcap.read(path, pure_python=True)
+    monkeypatch.setattr(pcap, "_MMAP_THRESHOLD", 0)
+    fast = pcap.read(path, pure_python=False)
+    assert_same(ref, fast)
+    assert len(fast) == 300 and fast.skipped == {"wrong_port": 300}
+    assert len(fast.buf) == int(fast.lengths.sum())   # a compact copy, not the whole file

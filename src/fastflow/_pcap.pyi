@@ -17,8 +17,10 @@ _Result = tuple[
     int,         # linktype of the first packet, -1 if none
 ]
 
-def scan_classic(data: np.ndarray, big_endian: bool, ns: bool, linktype: int, port: int) -> _Result:
-    """Walk a classic pcap in ``data`` (writable uint8, whole file); compacts payloads in place."""
+def scan_classic(data: np.ndarray, big_endian: bool, ns: bool, linktype: int, port: int,
+                 compact: bool = True) -> _Result:
+    """Walk a classic pcap in ``data`` (uint8, whole file, one pass). ``compact``: move the
+    payloads to the front of ``data`` (writable); otherwise offsets point into ``data``."""
 
-def scan_pcapng(data: np.ndarray, port: int) -> _Result:
-    """Walk a pcapng file in ``data`` (writable uint8, whole file); compacts payloads in place."""
+def scan_pcapng(data: np.ndarray, port: int, compact: bool = True) -> _Result:
+    """Walk a pcapng file in ``data`` (uint8, whole file); ``compact`` as for scan_classic."""

@@ -217,9 +217,13 @@ cdef inline uint64_t key_hash(const uint8_t* addr, uint8_t af) noexcept nogil:
 
 
 cdef class _Sink:
-    """Output being filled: payloads compacted in place at the front of the file buffer, per
-    datagram offsets/lengths/ts and an index into a table of distinct source addresses."""
+    """Output being filled: per datagram offsets/lengths/ts and an index into a table of distinct
+    source addresses. With ``compact`` the payloads are moved in place to the front of the file
+    buffer (a private copy); without, offsets point at the payloads where they lie in ``base`` (a
+    read-only mapping: nothing is written, no page is copied)."""
     cdef uint8_t* out
+    cdef const uint8_t* base
+    cdef bint compact
     cdef int64_t[::1] offsets
     cdef int64_t[::1] lengths
     cdef double[::1] ts
@@ -259,6 +263,19 @@ cdef class _Sink:
         self.nkeys = 0
         self.capkeys = 0
         self.nslots = 0
+
+    cdef int grow(self) except -1:
+        """Double the per-datagram arrays (one pass over the file: no counting pass first)."""
+        cdef Py_ssize_t cap = max(2 * self.offsets.shape[0], 1024)
+        self.np_off = np.resize(self.np_off, cap)
+        self.np_len = np.resize(self.np_len, cap)
+        self.np_ts = np.resize(self.np_ts, cap)
+        self.np_idx = np.resize(self.np_idx, cap)
+        self.offsets = self.np_off
+        self.lengths = self.np_len
+        self.ts = self.np_ts
+        self.src_idx = self.np_idx
+        return 0
 
     cdef int32_t intern(self, Out* o) except -1:
         cdef uint64_t h = key_hash(o.src, <uint8_t>o.af)
@@ -315,15 +332,18 @@ cdef class _Sink:
         cdef int r
         if self.first_lt < 0:
             self.first_lt = lt
-        if self.k >= self.offsets.shape[0]:  # cannot happen: the counting pass is an upper bound
-            return 0
+        if self.k >= self.offsets.shape[0]:
+            self.grow()
         r = parse_frame(lt, fr, caplen, port, &o)
         if r != R_OK:
             self.stats[r] += 1
             return 0
-        # in place: the write position never passes the frame being read
-        memmove(self.out + self.total, fr + o.off, o.length)
-        self.offsets[self.k] = self.total
+        if self.compact:
+            # in place: the write position never passes the frame being read
+            memmove(self.out + self.total, fr + o.off, o.length)
+            self.offsets[self.k] = self.total
+        else:
+            self.offsets[self.k] = (fr + o.off) - self.base
         self.lengths[self.k] = o.length
         self.ts[self.k] = ts
         self.src_idx[self.k] = self.intern(&o)
@@ -343,24 +363,22 @@ cdef class _Sink:
                 src16, af, self.np_stats, self.first_lt)
 
 
-def scan_classic(uint8_t[::1] data, bint big_endian, bint ns, int linktype, int port):
-    """Walk a classic pcap (``data`` is the whole file, header included)."""
+def scan_classic(const uint8_t[::1] data, bint big_endian, bint ns, int linktype, int port,
+                 bint compact=True):
+    """Walk a classic pcap (``data`` is the whole file, header included). ``compact`` moves the
+    payloads to the front of ``data`` (which must then be writable); otherwise offsets are into
+    ``data`` as it is."""
     cdef Py_ssize_t n = data.shape[0]
-    cdef uint8_t* d = &data[0] if n else NULL
-    cdef Py_ssize_t pos, nrec = 0
+    cdef const uint8_t* d = &data[0] if n else NULL
+    cdef Py_ssize_t pos
     cdef uint32_t sec, frac, caplen
     cdef double scale = 1e-9 if ns else 1e-6
-    # pass 1: count records (upper bound of the datagrams)
-    pos = 24
-    while n - pos >= 16:
-        caplen = rd32(d + pos + 8, big_endian)
-        if caplen > MAX_CAPLEN or <Py_ssize_t>caplen > n - pos - 16:
-            break
-        nrec += 1
-        pos += 16 + caplen
-    cdef _Sink s = _Sink(nrec)
+    # one pass: every record header is a cache miss, so the arrays grow instead of being sized
+    # by a counting pass first
+    cdef _Sink s = _Sink(max(1024, n // 512))
     s.out = <uint8_t*>d
-    # pass 2: parse
+    s.base = d
+    s.compact = compact
     pos = 24
     while True:
         if pos == n:
@@ -389,10 +407,11 @@ cdef struct Iface:
     uint32_t snap
 
 
-def scan_pcapng(uint8_t[::1] data, int port):
-    """Walk a pcapng file: sections, interfaces, Enhanced/Simple/obsolete Packet Blocks."""
+def scan_pcapng(const uint8_t[::1] data, int port, bint compact=True):
+    """Walk a pcapng file: sections, interfaces, Enhanced/Simple/obsolete Packet Blocks
+    (``compact`` as for :func:`scan_classic`)."""
     cdef Py_ssize_t n = data.shape[0]
-    cdef uint8_t* d = &data[0] if n else NULL
+    cdef const uint8_t* d = &data[0] if n else NULL
     cdef Py_ssize_t pos, nrec = 0, blen, p, olen, caplen, bodylen
     cdef const uint8_t* body
     cdef bint big = False
@@ -418,6 +437,8 @@ def scan_pcapng(uint8_t[::1] data, int port):
         pos += blen
     cdef _Sink s = _Sink(nrec)
     s.out = <uint8_t*>d
+    s.base = d
+    s.compact = compact
     big = False
     pos = 0
     try:

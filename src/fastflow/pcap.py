@@ -491,10 +491,12 @@ def _read_cython(path: str | os.PathLike[str], port: int) -> Capture:
     with open(path, "rb") as f:
         fmt = _sniff(f.read(24), name)
         size = os.fstat(f.fileno()).st_size
-        if size >= _MMAP_THRESHOLD:
-            # private copy-on-write mapping: no up-front copy; only pages the in-place compaction
-            # writes to become private memory. The mapping lives as long as Capture.buf.
-            data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY), np.uint8)
+        compact = size < _MMAP_THRESHOLD
+        if not compact:
+            # a read-only mapping: the payloads stay where they lie in the file (offsets point
+            # into it), so nothing is copied and no page is written; the mapping lives as long as
+            # Capture.buf does.
+            data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
         else:
             data = np.empty(size, dtype=np.uint8)
             f.seek(0)
@@ -502,15 +504,24 @@ def _read_cython(path: str | os.PathLike[str], port: int) -> Capture:
             if got != size:  # the file shrank while we read it
                 data = data[:got].copy()
     if fmt.kind == "pcap":
-        res = _pcap.scan_classic(data, fmt.endian == ">", fmt.ns, fmt.linktype, port)
+        res = _pcap.scan_classic(data, fmt.endian == ">", fmt.ns, fmt.linktype, port, compact)
     else:
-        res = _pcap.scan_pcapng(data, port)
+        res = _pcap.scan_pcapng(data, port, compact)
     total, offsets, lengths, ts, src_idx, src16, af, stats, linktype = res
     names = [_src_text(bytes(src16[i]), int(af[i])) for i in range(len(af))]
     src = [names[i] for i in src_idx.tolist()]
-    buf = data[:total]
-    if total < size // 2:  # mostly headers or skipped frames: do not pin the whole file
-        buf = buf.copy()
+    if compact:
+        buf = data[:total]
+    elif total < size // 2:  # mostly headers or skipped frames: do not pin the whole file
+        pos = np.zeros(len(lengths), dtype=np.int64)
+        if len(lengths) > 1:
+            np.cumsum(lengths[:-1], out=pos[1:])
+        # gather the payloads back to back: byte j of the copy comes from data[idx[j]]
+        idx = np.repeat(offsets - pos, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        buf = data[idx]
+        offsets = pos
+    else:
+        buf = data
     return Capture(buf, offsets, lengths, ts, src, _skipped_dict(stats),
                    fmt.linktype if linktype < 0 else linktype)
 
