@@ -33,9 +33,9 @@ import mmap
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, overload
 
 import numpy as np
 
@@ -87,6 +87,42 @@ class PcapError(ValueError):
     """The file is not a capture this module can read (bad magic, truncated file header, ...)."""
 
 
+class Sources(Sequence[str]):
+    """The source address of each datagram, as text, without a string per datagram: an index
+    per datagram into the table of distinct addresses. Compares equal to a list of the same
+    addresses."""
+
+    def __init__(self, names: list[str], index: np.ndarray) -> None:
+        self._names = names
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._names[j] for j in self._index[i].tolist()]
+        return self._names[int(self._index[i])]
+
+    def __iter__(self) -> Iterator[str]:
+        names = self._names
+        return (names[j] for j in self._index.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Sources({list(self)!r})"
+
+
 @dataclass
 class Capture:
     """The UDP datagrams of a capture, laid out for one decoder batch.
@@ -99,7 +135,7 @@ class Capture:
     offsets: np.ndarray
     lengths: np.ndarray
     ts: np.ndarray
-    src: list[str]
+    src: Sequence[str]       # a list, or Sources (same behaviour, one index per datagram)
     skipped: dict[str, int] = field(default_factory=dict)
     linktype: int = LINKTYPE_ETHERNET
 
@@ -509,7 +545,7 @@ def _read_cython(path: str | os.PathLike[str], port: int) -> Capture:
         res = _pcap.scan_pcapng(data, port, compact)
     total, offsets, lengths, ts, src_idx, src16, af, stats, linktype = res
     names = [_src_text(bytes(src16[i]), int(af[i])) for i in range(len(af))]
-    src = [names[i] for i in src_idx.tolist()]
+    src = Sources(names, src_idx)
     if compact:
         buf = data[:total]
     elif total < size // 2:  # mostly headers or skipped frames: do not pin the whole file
