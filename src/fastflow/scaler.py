@@ -317,6 +317,8 @@ class Scaler:
     def _note(self, st: ServiceState, status: str, level: int = logging.INFO) -> None:
         st.status = status
         key = status.split(":")[0]
+        if key == "hold":   # the kind of hold (its leading words), so that a new reason is logged
+            key += ":" + re.sub(r"[^A-Za-z_ ].*", "", status[5:].lstrip(), flags=re.S).strip()
         if key != st.last_logged:
             log.log(level, "%s: %s", st.policy.service, status)
             st.last_logged = key
