@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from _service_util import Proc
 from dockerenv import docker_client_fixture, swarm_fixture, unique  # noqa: F401
 from fastflow import encode as enc
 from fastflow.decode import decode
@@ -306,44 +307,6 @@ def test_subprocess_logs_and_stops_cleanly_on_sigterm(receiver: Receiver) -> Non
 # --------------------------------------------------------------------------------------------------
 # 2. against the real engine, with ``fastflow run`` as the collector
 # --------------------------------------------------------------------------------------------------
-class RunProc:
-    """``python -m fastflow run`` on ephemeral ports, stderr collected by a thread."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "run", "--sflow-port", "0", "--http-port", "0",
-             "--bind", "127.0.0.1", "--no-scaler"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def _read(self) -> None:
-        assert self.p.stderr is not None
-        for line in self.p.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def port(self, what: str, timeout: float = 20.0) -> int:
-        rx = re.compile(rf"Listening, {what} port (\d+)$")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.p.poll() is None:
-            for line in list(self.lines):
-                m = rx.search(line)
-                if m:
-                    return int(m.group(1))
-            time.sleep(0.1)
-        raise AssertionError(f"no {what} port logged:\n" + "\n".join(self.lines))
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-
-
 def _cpu_of(http_port: int, name: str) -> tuple[int, float | None]:
     q = urllib.parse.urlencode({"vir_host_name": re.escape(name)})
     url = f"http://127.0.0.1:{http_port}/metric/ALL/max:vir_cpu_utilization/json?{q}"
@@ -370,8 +333,9 @@ def test_containers_end_to_end_through_fastflow_run(swarm: Any) -> None:
     burn_name, idle_name = unique("agent-burn"), unique("agent-idle")
     burn = swarm.run_container(["sh", "-c", "timeout 40 yes > /dev/null"], name=burn_name)
     swarm.run_container(["sleep", "40"], name=idle_name)
-    run = RunProc({"FASTFLOW_STORE_EXPIRE_AFTER": "3", "FASTFLOW_STORE_POLLING_INTERVAL": "1",
-                   "FASTFLOW_SCALER_STATE_FILE": os.devnull})
+    run = Proc("--sflow-port", "0", "--http-port", "0", "--bind", "127.0.0.1", "--no-scaler",
+               env={"FASTFLOW_STORE_EXPIRE_AFTER": "3", "FASTFLOW_STORE_POLLING_INTERVAL": "1",
+                    "FASTFLOW_SCALER_STATE_FILE": os.devnull})
     stop = threading.Event()
     agent: HostAgent | None = None
     th: threading.Thread | None = None

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from _api_util import get_json
+from _service_util import Proc
 from dockerenv import SwarmHelper, docker_client_fixture, swarm_fixture, unique  # noqa: F401
-from test_service import Proc, needs_core
 
 SEND_EVERY = 0.5      # seconds between datagrams (the agents' polling interval)
 STALENESS = 2.0       # the policy's staleness: 4 polling intervals
@@ -148,7 +148,6 @@ staleness = {STALENESS}
 
 @pytest.mark.docker
 @pytest.mark.slow
-@needs_core
 def test_run_scales_real_service_from_udp_telemetry(swarm: SwarmHelper, tmp_path: Path) -> None:
     from docker.types import UpdateConfig
 

@@ -8,7 +8,6 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import os
 import random
 import re
 import signal
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from _api_util import get_json, request
+from _service_util import Proc, wait_for
 from fastflow.config import load_config
 
 CORE = ("fastflow.pipeline", "fastflow.store", "fastflow.metrics", "fastflow.ingest", "fastflow.pcap")
@@ -87,56 +87,9 @@ def junk_datagrams(real: list[bytes], n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def wait_for(pred: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
-    t_end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > t_end:
-            return v
-        time.sleep(step)
-
-
 # --------------------------------------------------------------------------------------------------
-# The real command in a subprocess
+# The real command in a subprocess (tests/_service_util.py: Proc, wait_for)
 # --------------------------------------------------------------------------------------------------
-class Proc:
-    """``python -m fastflow run`` with its stderr collected by a thread."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        full_env = {**os.environ, **(env or {})}
-        self.p = subprocess.Popen([sys.executable, "-m", "fastflow", "run", *args],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                  env=full_env)
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def _read(self) -> None:
-        assert self.p.stderr is not None
-        for line in self.p.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def port(self, what: str, timeout: float = 20.0) -> int:
-        rx = re.compile(rf"INFO: Listening, {what} port (\d+)$")
-
-        def find() -> int | None:
-            for line in list(self.lines):
-                m = rx.search(line)
-                if m:
-                    return int(m.group(1))
-            return None
-        port = wait_for(lambda: find() or (self.p.poll() is not None and -1), timeout)
-        if not port or port == -1:
-            self.kill()
-            raise AssertionError(f"no '{what}' port logged; stderr:\n" + "\n".join(self.lines))
-        return int(port)
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait(10)
-
-
 @pytest.fixture(scope="module")
 def proc(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if _MISSING:
