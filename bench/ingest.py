@@ -63,6 +63,7 @@ def sender(port: int, rate: float, duration: float, max_count: int, dgrams: list
     buf = np.frombuffer(b"".join(dgrams * reps), np.uint8)
     lengths = np.array([len(d) for d in dgrams] * reps, np.int64)
     offsets = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
+    send_batch: Any
     try:
         from fastflow._replay import send_batch
     except ImportError:
@@ -90,7 +91,7 @@ def sender(port: int, rate: float, duration: float, max_count: int, dgrams: list
             k = 0
             for q in range(i, j):
                 try:
-                    s.send(buf[offsets[q] : offsets[q] + lengths[q]])
+                    s.send(buf[offsets[q] : offsets[q] + lengths[q]].tobytes())
                     k += 1
                 except OSError:
                     pass

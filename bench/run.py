@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,29 +135,29 @@ def bench_decode(inputs: dict[str, Path], repeats: int, py_limit: int) -> dict[s
     res: dict[str, Any] = {}
     for name, path in inputs.items():
         row: dict[str, Any] = {"file": path.name}
-        read_t = measure(lambda p=path: pcap.read(p), repeats)
+        read_t = measure(partial(pcap.read, path), repeats)
         cap = pcap.read(path)
         n = len(cap.offsets)
         nbytes = int(cap.lengths.sum())
         row.update(datagrams=n, bytes=nbytes, pcap_read=rate(n, read_t))
         if CyDecoder is not None:
             _, samples = decode_all(CyDecoder, cap)
-            t = measure(lambda c=cap: decode_all(CyDecoder, c), repeats)
+            t = measure(partial(decode_all, CyDecoder, cap), repeats)
             row["cython"] = rate(n, t)
             row["cython_samples"] = rate(samples, t)
             both = {k: read_t[k] + t[k] for k in t}
             row["cython_with_read"] = rate(n, both)
         m = min(py_limit, n)
         _, psamples = decode_all(PyDecoder, cap, m)
-        tp = measure(lambda c=cap, m=m: decode_all(PyDecoder, c, m), max(1, repeats // 2))
+        tp = measure(partial(decode_all, PyDecoder, cap, m), max(1, repeats // 2))
         row["python"] = rate(m, tp)
         row["python_samples"] = rate(psamples, tp)
         buf = np.frombuffer(cap.buf, dtype=np.uint8)
         dst = np.empty_like(buf)
         # the floor: read every byte once, 8 at a time (sum of the buffer as 64-bit words)
         words = buf[: len(buf) // 8 * 8].view(np.uint64)
-        ts_ = measure(lambda w=words: int(w.sum()), repeats)
-        tc = measure(lambda b=buf, d=dst: np.copyto(d, b), repeats)
+        ts_ = measure(words.sum, repeats)
+        tc = measure(partial(np.copyto, dst, buf), repeats)
         row["floor_sum"] = rate(n, ts_)
         row["floor_memcpy"] = rate(n, tc)
         row["floor_sum_gbps"] = nbytes / ts_["median"] / 1e9
@@ -359,10 +360,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"{(cy / fl if cy else 0):.3f} | {_cell(peers.get('tshark'))} | "
             f"{_cell(peers.get('sfacctd'))} | {_cell(peers.get('pysflow'))} | "
             f"{(cyr / best if cyr and best else 0):.0f}× |")
+    peer_n = next((v.get("datagrams") for v in report["peers"].values()), "n/a")
     lines += [
         "",
-        "Peers decode the first "
-        f"{next(iter(report['peers'].values()), {}).get('datagrams', 'n/a')} datagrams of each file "
+        f"Peers decode the first {peer_n} datagrams of each file "
         "(same bytes), each with its fixed start-up cost (a run on a 1-datagram capture) "
         "subtracted. tshark prints four sFlow fields per datagram (it dissects every sample but "
         "does not decode Host sFlow 2000+ records); sfacctd accounts flow samples and writes "

@@ -77,9 +77,9 @@ def decision_time(n_services: int, repeats: int) -> dict[str, Any]:
     actions: dict[str, int] = {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for p, h in zip(policies, histories, strict=True):
+        for p, hist in zip(policies, histories, strict=True):
             tel = gather_telemetry(metrics, p, hosts[p.service])
-            d = decide(p, 2, tel, time.monotonic(), h)
+            d = decide(p, 2, tel, time.monotonic(), hist)
             actions[d.action] = actions.get(d.action, 0) + 1
         per_interval.append(time.perf_counter() - t0)
     med = statistics.median(per_interval)

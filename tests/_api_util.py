@@ -20,6 +20,7 @@ class ServerThread:
     def __init__(self, routes: Iterable[Route], **kwargs: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.server = ApiServer(list(routes), "127.0.0.1", 0, **kwargs)
+        self.agents = False      # tests note here whether agent statistics are mounted
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> ServerThread:

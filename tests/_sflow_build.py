@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from fastflow._schema import COUNTER_RECORD_BY_NAME
 
@@ -78,7 +78,7 @@ def flow_sample(records: Sequence[bytes], seq: int = 1, sid: int = 1, rate: int 
 
 
 # ---- counter record bodies -----------------------------------------------------------------------
-def fixed_counter(name: str, values: dict[str, int | float] | None = None,
+def fixed_counter(name: str, values: Mapping[str, int | float] | None = None,
                   length: int | None = None) -> bytes:
     """Body of a fixed-layout counter record: fields by json_name, others 0."""
     _f, _n, minlen, fields = COUNTER_RECORD_BY_NAME[name]

@@ -339,7 +339,7 @@ def test_half_open_connection_then_close(srv: ServerThread) -> None:
 # Prometheus text
 # --------------------------------------------------------------------------------------------------
 def test_prometheus_text_format() -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"agent": "192.0.2.2", "dataSource": "3.100550", "metricName": "vir_cpu_utilization",
          "metricValue": 12.5, "hostName": 'web"1\\x'},
         {"agent": "192.0.2.2", "dataSource": "3.100550", "metricName": "vir_host_name",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,13 +67,13 @@ def ip16(text: str) -> list[int]:
     return list(raw)
 
 
-def one_flow(cls: type, *records: bytes, **kw: int):
+def one_flow(cls: type, *records: bytes, **kw: Any):
     d = run(cls, datagram([flow_sample(list(records), **kw)]))
     assert d.n_flows == 1, d.error_counts()
     return d, d.flows[0]
 
 
-def one_counter(cls: type, *records: bytes, **kw: int):
+def one_counter(cls: type, *records: bytes, **kw: Any):
     d = run(cls, datagram([counters_sample(list(records), **kw)]))
     assert d.n_counters == 1, d.error_counts()
     return d, d.counters[0]

@@ -223,7 +223,7 @@ def test_rolling_update_skipped(swarm: SwarmHelper) -> None:
     # simulate the state as Docker reports it during a rolling update (fault injection on top of
     # the real read): the update is refused and nothing changes
     orig = sw.read_service
-    sw.read_service = lambda n: info if n == name else orig(n)  # type: ignore[method-assign]
+    sw.read_service = lambda n: info if n == name else orig(n)  # type: ignore[method-assign,assignment]
     with pytest.raises(SwarmError, match="rolling update"):
         sw.set_replicas(name, 2)
     assert swarm.replicas(svc) == 1

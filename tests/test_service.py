@@ -247,13 +247,14 @@ def test_service_pipeline_failure_is_counted_not_fatal(tmp_path: Path, swarm_pca
                 raise RuntimeError("injected")
             real_feed(*a, **k)
         svc.pipeline.feed = flaky
-        port = svc.sflow_port
+        port, http_port = svc.sflow_port, svc.http_port
+        assert port is not None and http_port is not None
         send(port, [b"\x00\x00\x00\x05"])
         assert wait_for(lambda: svc.feed_errors == 1, 10)
         send(port, swarm_datagrams(swarm_pcap)[:10], pace_every=5)
-        health = wait_for(lambda: get_json(svc.http_port, "/healthz")[1]["ingest"]
+        health = wait_for(lambda: get_json(http_port, "/healthz")[1]["ingest"]
                           .get("datagrams_decoded", 0) >= 1 and
-                          get_json(svc.http_port, "/healthz")[1], 10)
+                          get_json(http_port, "/healthz")[1], 10)
         assert health and health["ingest"]["feed_errors"] == 1
 
 
