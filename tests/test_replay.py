@@ -91,9 +91,8 @@ def test_replay_pacing_roughly_honoured(swarm_pcap: Path) -> None:
     rx = Receiver(idle=3.0)
     st = replay(cap.buf, cap.offsets, cap.lengths, cap.ts, rx.addr, speed=speed)
     got = rx.wait(len(cap.offsets))
-    assert len(got) == len(cap.offsets)
-    # generous sanity only: paced, so neither instant nor wildly slow
-    assert 0.5 < st.elapsed < 20
+    assert len(got) == len(cap.offsets) and st.sent == len(cap.offsets)
+    # paced: the datagrams arrive spread over about a second, not in one burst
     spread = got[-1][0] - got[0][0]
     assert spread > 0.4
 
@@ -102,9 +101,9 @@ def test_replay_fixed_rate(swarm_pcap: Path) -> None:
     cap = pcap.read(swarm_pcap)
     rx = Receiver(idle=3.0)
     st = replay(cap.buf, cap.offsets, cap.lengths, cap.ts, rx.addr, rate=200.0)
-    rx.wait(len(cap.offsets))
-    assert st.sent == len(cap.offsets)
-    assert 0.3 < st.elapsed < 20       # 124 at 200/s is ~0.6 s
+    got = rx.wait(len(cap.offsets))
+    assert st.sent == len(got) == len(cap.offsets)
+    assert got[-1][0] - got[0][0] > 0.3    # 124 at 200/s arrive spread over ~0.6 s
 
 
 def test_replay_duration_bounds_endless_loop(swarm_pcap: Path) -> None:
@@ -113,7 +112,7 @@ def test_replay_duration_bounds_endless_loop(swarm_pcap: Path) -> None:
     st = replay(cap.buf, cap.offsets, cap.lengths, cap.ts, rx.addr, rate=2000, loops=0,
                 duration=0.3)
     rx.close()
-    assert 0 < st.sent < 5000 and st.elapsed < 5
+    assert 0 < st.sent < 5000          # stopped after ~0.3 s at 2000/s (~600), not endless
 
 
 def test_loop_rewrite_gives_continuous_sequences(swarm_pcap: Path) -> None:
