@@ -50,6 +50,15 @@ cdef extern from *:
         if ((uint64_t)(c->end - c->p) < padded) return 0;
         *data = c->p; *len = n; c->p += padded; return 1;
     }
+    /* One flow/counter record: data_format u32 + length u32 + body. Moves *q to the body and
+       gives the format and length; 0 when the header or the body runs past end. */
+    static inline int ff_record(const uint8_t **q, const uint8_t *end, uint32_t *fmt, uint32_t *len) {
+        if (end - *q < 8) return 0;
+        *fmt = ff_be32(*q);
+        *len = ff_be32(*q + 4);
+        if ((uint64_t)*len > (uint64_t)(end - *q - 8)) return 0;
+        *q += 8; return 1;
+    }
     /* sFlow address: u32 type + 0/4/16 bytes, written as 16 bytes (IPv4 as ::ffff:a.b.c.d). */
     static inline int ff_address(ff_cur *c, uint8_t out[16]) {
         uint32_t t;
@@ -115,6 +124,7 @@ cdef extern from *:
     bint ff_u32(ff_cur *c, uint32_t *out) noexcept nogil
     bint ff_skip(ff_cur *c, uint64_t n) noexcept nogil
     bint ff_opaque(ff_cur *c, uint32_t maxlen, const uint8_t **data, uint32_t *len) noexcept nogil
+    bint ff_record(const uint8_t **q, const uint8_t *end, uint32_t *fmt, uint32_t *len) noexcept nogil
     bint ff_address(ff_cur *c, uint8_t *out) noexcept nogil
     uint32_t ff_hash(const uint8_t *p, uint32_t n) noexcept nogil
     void ff_run32(uint8_t *d, const uint8_t *s, int n) noexcept nogil

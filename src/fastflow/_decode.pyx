@@ -631,7 +631,6 @@ cdef class Decoder:
         cdef uint32_t sid, styp, sidx, nrec, r, rfmt, rlen, mask = 0
         cdef const uint8_t *q
         cdef const uint8_t *b
-        cdef Py_ssize_t left
         cdef int idx, k, last
         cdef CRec *rec
         cdef CField *fld
@@ -654,16 +653,10 @@ cdef class Decoder:
         q = p + fixed
         r = 0
         while r < nrec:
-            left = end - q
-            if left < 8:
+            if not ff_record(&q, end, &rfmt, &rlen):
                 self._err(R_RECORD_OVERRUN)
                 return 0
-            rfmt = ff_be32(q)
-            rlen = ff_be32(q + 4)
-            if <uint64_t>rlen > <uint64_t>(left - 8):
-                self._err(R_RECORD_OVERRUN)
-                return 0
-            b = q + 8
+            b = q
             q = b + rlen
             r += 1
             idx = self._rec_by_fmt[rfmt] if rfmt < 4096 else -1
@@ -779,7 +772,6 @@ cdef class Decoder:
         cdef uint32_t asn, src_as, src_peer_as, dst_as, dst_peer_as, lpref, m1, m2
         cdef const uint8_t *q
         cdef const uint8_t *b
-        cdef Py_ssize_t left
         cdef bint seen_header = False, seen_router = False, ok
         cdef uint8_t nh[16]
         cdef ff_cur c
@@ -812,16 +804,10 @@ cdef class Decoder:
         q = p + fixed
         r = 0
         while r < nrec:
-            left = end - q
-            if left < 8:
+            if not ff_record(&q, end, &rfmt, &rlen):
                 self._err(R_RECORD_OVERRUN)
                 return 0
-            rfmt = ff_be32(q)
-            rlen = ff_be32(q + 4)
-            if <uint64_t>rlen > <uint64_t>(left - 8):
-                self._err(R_RECORD_OVERRUN)
-                return 0
-            b = q + 8
+            b = q
             q = b + rlen
             r += 1
             if rfmt == 1:  # sampled_header
