@@ -194,6 +194,23 @@ cdef void _intern_truncate(Intern *t, uint32_t n0) noexcept nogil:
     t.n = n0
 
 
+cdef inline void _sample_head(uint8_t *row, const SampleCols *c, const DgCtx *ctx, uint32_t seq,
+                              uint32_t sid, uint32_t styp, uint32_t sidx, uint32_t mask,
+                              bint expanded) noexcept nogil:
+    """The columns counter and flow rows share: datagram context and the sample's header."""
+    ff_stf64(row + c.ts, ctx.ts)
+    ff_st32(row + c.agent, ctx.agent)
+    ff_st32(row + c.sub_agent_id, ctx.sub_agent_id)
+    ff_st32(row + c.uptime, ctx.uptime)
+    ff_st32(row + c.dgram, ctx.dgram)
+    ff_st32(row + c.sequence_number, seq)
+    ff_st32(row + c.source_id, sid)
+    ff_st32(row + c.source_id_type, styp)
+    ff_st32(row + c.source_id_index, sidx)
+    ff_st32(row + c.mask, mask)
+    row[c.expanded] = expanded
+
+
 cdef class Decoder:
     """sFlow v5 table decoder (Cython). See docs/internals.md section 2 for the contract."""
 
@@ -697,17 +714,7 @@ cdef class Decoder:
                     mask |= rec.bit
                 else:
                     self._err(R_RECORD_TOO_SHORT)
-        ff_stf64(row + self._cc.ts, ctx.ts)
-        ff_st32(row + self._cc.agent, ctx.agent)
-        ff_st32(row + self._cc.sub_agent_id, ctx.sub_agent_id)
-        ff_st32(row + self._cc.uptime, ctx.uptime)
-        ff_st32(row + self._cc.dgram, ctx.dgram)
-        ff_st32(row + self._cc.sequence_number, ff_be32(p))
-        ff_st32(row + self._cc.source_id, sid)
-        ff_st32(row + self._cc.source_id_type, styp)
-        ff_st32(row + self._cc.source_id_index, sidx)
-        ff_st32(row + self._cc.mask, mask)
-        row[self._cc.expanded] = expanded
+        _sample_head(row, &self._cc, ctx, ff_be32(p), sid, styp, sidx, mask, expanded)
         if self.n_counters >= self.counter_capacity:
             return 1
         self.n_counters += 1
@@ -921,17 +928,7 @@ cdef class Decoder:
                 ff_st32(row + F.local_pref, lpref)
             else:
                 self._err(R_UNKNOWN_RECORD)
-        ff_stf64(row + self._fc.ts, ctx.ts)
-        ff_st32(row + self._fc.agent, ctx.agent)
-        ff_st32(row + self._fc.sub_agent_id, ctx.sub_agent_id)
-        ff_st32(row + self._fc.uptime, ctx.uptime)
-        ff_st32(row + self._fc.dgram, ctx.dgram)
-        ff_st32(row + self._fc.sequence_number, ff_be32(p))
-        ff_st32(row + self._fc.source_id, sid)
-        ff_st32(row + self._fc.source_id_type, styp)
-        ff_st32(row + self._fc.source_id_index, sidx)
-        ff_st32(row + self._fc.mask, mask)
-        row[self._fc.expanded] = expanded
+        _sample_head(row, &self._fc, ctx, ff_be32(p), sid, styp, sidx, mask, expanded)
         ff_st32(row + F.sampling_rate, rate)
         ff_st32(row + F.sample_pool, pool)
         ff_st32(row + F.drops, drops)
