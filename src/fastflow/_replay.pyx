@@ -116,44 +116,33 @@ def send_batch(int fd, buf, offsets, lengths, Py_ssize_t start=0, Py_ssize_t sto
     return (sent, errors, last_errno)
 
 
-def put_be32(uint8_t[::1] buf, offsets, values):
-    """``buf[o:o+4] = big-endian u32(values[i])`` for every ``o = offsets[i]`` (values wrap mod 2**32)."""
-    cdef const int64_t[::1] off = np.ascontiguousarray(offsets, dtype=np.int64)
-    cdef const uint64_t[::1] val = np.ascontiguousarray(values, dtype=np.uint64)
-    cdef Py_ssize_t n = off.shape[0], i, nbuf = buf.shape[0]
-    cdef uint32_t v
-    cdef int64_t o
-    if val.shape[0] != n:
-        raise ValueError("offsets and values differ in length")
-    for i in range(n):
-        if off[i] < 0 or off[i] + 4 > nbuf:
-            raise ValueError(f"offset {off[i]} outside the buffer")
-    with nogil:
-        for i in range(n):
-            o = off[i]
-            v = <uint32_t> val[i]
-            buf[o] = v >> 24
-            buf[o + 1] = (v >> 16) & 0xFF
-            buf[o + 2] = (v >> 8) & 0xFF
-            buf[o + 3] = v & 0xFF
-
-
-def put_be64(uint8_t[::1] buf, offsets, values):
-    """``buf[o:o+8] = big-endian u64(values[i])`` for every ``o = offsets[i]``."""
+cdef _put_be(uint8_t[::1] buf, offsets, values, int width):
+    """``buf[o:o+width] = big-endian values[i]`` (truncated to ``width`` bytes) for every
+    ``o = offsets[i]``; every offset is checked before anything is written."""
     cdef const int64_t[::1] off = np.ascontiguousarray(offsets, dtype=np.int64)
     cdef const uint64_t[::1] val = np.ascontiguousarray(values, dtype=np.uint64)
     cdef Py_ssize_t n = off.shape[0], i, nbuf = buf.shape[0]
     cdef uint64_t v
     cdef int64_t o
-    cdef int j
+    cdef int j, top = 8 * (width - 1)
     if val.shape[0] != n:
         raise ValueError("offsets and values differ in length")
     for i in range(n):
-        if off[i] < 0 or off[i] + 8 > nbuf:
+        if off[i] < 0 or off[i] + width > nbuf:
             raise ValueError(f"offset {off[i]} outside the buffer")
     with nogil:
         for i in range(n):
             o = off[i]
             v = val[i]
-            for j in range(8):
-                buf[o + j] = (v >> (56 - 8 * j)) & 0xFF
+            for j in range(width):
+                buf[o + j] = (v >> (top - 8 * j)) & 0xFF
+
+
+def put_be32(uint8_t[::1] buf, offsets, values):
+    """``buf[o:o+4] = big-endian u32(values[i])`` for every ``o = offsets[i]`` (values wrap mod 2**32)."""
+    _put_be(buf, offsets, values, 4)
+
+
+def put_be64(uint8_t[::1] buf, offsets, values):
+    """``buf[o:o+8] = big-endian u64(values[i])`` for every ``o = offsets[i]``."""
+    _put_be(buf, offsets, values, 8)
