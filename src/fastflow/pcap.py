@@ -226,6 +226,11 @@ def _parse_ip(fr: bytes, off: int, version: int, port: int) -> tuple[int, int, i
     return R_OK, l4 + 8, plen, src, af
 
 
+def _version_of(ethertype: int) -> int:
+    """4 or 6 for the IPv4 / IPv6 ethertypes, else 0 (as ``version_of`` in _pcap.pyx)."""
+    return 4 if ethertype == 0x0800 else 6 if ethertype == 0x86DD else 0
+
+
 def _parse_frame(linktype: int, fr: bytes, port: int) -> tuple[int, int, int, bytes, int]:
     """Parse one link-layer frame; returns (reason, payload offset, payload length, src, af)."""
     n = len(fr)
@@ -239,19 +244,19 @@ def _parse_frame(linktype: int, fr: bytes, port: int) -> tuple[int, int, int, by
                 return R_SHORT, 0, 0, b"", 0
             et = (fr[off + 2] << 8) | fr[off + 3]
             off += 4
-        version = 4 if et == 0x0800 else 6 if et == 0x86DD else 0
+        version = _version_of(et)
     elif linktype == LINKTYPE_LINUX_SLL:
         if n < 16:
             return R_SHORT, 0, 0, b"", 0
         et = (fr[14] << 8) | fr[15]
         off = 16
-        version = 4 if et == 0x0800 else 6 if et == 0x86DD else 0
+        version = _version_of(et)
     elif linktype == LINKTYPE_LINUX_SLL2:
         if n < 20:
             return R_SHORT, 0, 0, b"", 0
         et = (fr[0] << 8) | fr[1]
         off = 20
-        version = 4 if et == 0x0800 else 6 if et == 0x86DD else 0
+        version = _version_of(et)
     elif linktype in (LINKTYPE_RAW, 12, 14):
         if n < 1:
             return R_SHORT, 0, 0, b"", 0
