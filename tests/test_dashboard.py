@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -28,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _service_util import Proc
 
 pytestmark = pytest.mark.browser
 
@@ -86,42 +85,16 @@ replicas_max = 6
 
 
 class Collector:
-    """``fastflow run`` in a subprocess; ports parsed from its log."""
+    """``fastflow run`` in a subprocess (tests/_service_util.py), with HTTP and UDP helpers."""
 
     def __init__(self, tmp: Path, scaler: bool = True) -> None:
         cfg = tmp / "fastflow.toml"
         cfg.write_text(_config(tmp))
-        self.log: list[str] = []
-        cmd = [sys.executable, "-m", "fastflow", "run", "-c", str(cfg)]
-        if not scaler:
-            cmd.append("--no-scaler")
-        env = dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock",
-                   XDG_STATE_HOME=str(tmp))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
-        self.sflow_port = self.http_port = 0
-        ports: dict[str, int] = {}
-        ready = threading.Event()
-
-        def reader() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.log.append(line.rstrip())
-                m = re.search(r"Listening, (sFlow|HTTP) port (\d+)", line)
-                if m:
-                    ports[m.group(1)] = int(m.group(2))
-                    if len(ports) == 2:
-                        ready.set()
-            ready.set()
-        threading.Thread(target=reader, daemon=True).start()
-        ready.wait(30)
-        if len(ports) != 2:
-            self.stop()
-            tail = "\n".join(self.log[-15:])
-            if "fastflow.ingest" in tail or "No module named" in tail:
-                pytest.skip(f"fastflow run cannot start yet (sibling module missing):\n{tail}")
-            pytest.fail(f"fastflow run did not start:\n{tail}")
-        self.sflow_port, self.http_port = ports["sFlow"], ports["HTTP"]
+        args = ["-c", str(cfg)] + ([] if scaler else ["--no-scaler"])
+        self.proc = Proc(*args, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock",
+                                     "XDG_STATE_HOME": str(tmp)})
+        self.sflow_port = self.proc.port("sFlow", 30)
+        self.http_port = self.proc.port("HTTP", 30)
         self.base = f"http://127.0.0.1:{self.http_port}"
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
@@ -135,66 +108,12 @@ class Collector:
             return exc.code, None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
+        self.proc.stop()
 
     def send(self, datagrams: list[bytes]) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for d in datagrams:
                 s.sendto(d, ("127.0.0.1", self.sflow_port))
-
-
-class InProcessCollector(Collector):
-    """Fallback while ``fastflow.ingest`` is not written: the same Service wiring (routes, sinks,
-    static files) served by ApiServer in a thread, fed by ``Pipeline.feed`` instead of UDP."""
-
-    def __init__(self, tmp: Path, scaler: bool = True) -> None:  # noqa: D107
-        import asyncio
-
-        from fastflow.api import ApiServer
-        from fastflow.config import load_config
-        from fastflow.service import STATIC_DIR, Service
-        cfg = tmp / "fastflow.toml"
-        cfg.write_text(_config(tmp))
-        self.svc = Service(load_config(str(cfg)), scaler=scaler,
-                           state_file=tmp / "scaler-state.json")
-        self.loop = asyncio.new_event_loop()
-        self.server = ApiServer(self.svc.routes(), "127.0.0.1", 0, token=TOKEN,
-                                static_dir=STATIC_DIR)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        self.http_port = self.server.port
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.log = []
-
-    def send(self, datagrams: list[bytes]) -> None:
-        import numpy as np
-        buf = b"".join(datagrams)
-        lens = np.array([len(d) for d in datagrams], np.int64)
-        offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-        self.svc.pipeline.feed(np.frombuffer(buf, np.uint8), offs, lens)
-
-    def stop(self) -> None:
-        import asyncio
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def start_collector(tmp: Path, scaler: bool = True) -> Collector:
-    """``fastflow run`` when the UDP ingest exists, else the in-process fallback."""
-    import importlib.util
-    if importlib.util.find_spec("fastflow.ingest") is None:
-        return InProcessCollector(tmp, scaler)
-    return Collector(tmp, scaler)
 
 
 class Feeder(threading.Thread):
@@ -233,7 +152,7 @@ def _wait(cond: Any, timeout: float, what: str) -> Any:
 
 
 def test_dashboard_live(browser: Any, datagrams: list[bytes], tmp_path: Path) -> None:
-    col = start_collector(tmp_path)
+    col = Collector(tmp_path)
     feeder = Feeder(datagrams, col)
     feeder.start()
     errors: list[str] = []
@@ -304,7 +223,7 @@ def test_dashboard_live(browser: Any, datagrams: list[bytes], tmp_path: Path) ->
 def test_dashboard_without_token_and_without_scaler(browser: Any, datagrams: list[bytes],
                                                     tmp_path: Path) -> None:
     """Missing endpoints read "not available"; refused changes explain the token; no JS errors."""
-    col = start_collector(tmp_path, scaler=False)
+    col = Collector(tmp_path, scaler=False)
     feeder = Feeder(datagrams, col, max_rounds=20)
     feeder.start()
     js_errors: list[str] = []
