@@ -5,8 +5,8 @@ Metrics -> REST API (core routes, flows routes, scaler routes, dashboard) and th
 on one uvloop event loop. Logs like sFlow-RT (``INFO: Listening, sFlow port 6343``) with the ports
 actually bound (port 0 picks a free one), and stops cleanly on SIGINT/SIGTERM.
 
-The core (ingest, pipeline, store, metrics, API) must import; the optional parts (flows engine,
-scaler, dashboard, agent statistics) are skipped with a warning when they are not available.
+Every part is required; the flows engine can be switched off (``[flows] enabled = false``) and the
+scaler left out (``--no-scaler``).
 
 In-process use (tests)::
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import logging
 import signal
 import sys
@@ -84,29 +82,6 @@ class _LockedAgentStats:
             return self._a.snapshot()
 
 
-def _optional(module: str, name: str) -> Any | None:
-    """``module.name`` or None (with a warning) when the sibling module is not available."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except Exception as exc:  # noqa: BLE001 - any import failure of an optional part
-        log.warning("%s.%s not available (%s); continuing without it", module, name, exc)
-        return None
-
-
-def _build(cls: Any, **kwargs: Any) -> Any:
-    """``cls(**kwargs)`` keeping only the keyword arguments ``cls`` accepts (siblings evolve)."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return cls(**kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return cls(**kwargs)
-    dropped = sorted(set(kwargs) - set(params))
-    if dropped:
-        log.debug("%s does not take %s; not passed", getattr(cls, "__name__", cls), dropped)
-    return cls(**{k: v for k, v in kwargs.items() if k in params})
-
-
 class Service:
     """The running collector: ingest thread + pipeline + API server + scaler task."""
 
@@ -137,52 +112,43 @@ class Service:
     def _build(self) -> None:
         """Create every part (nothing is bound or started yet). Raises ConfigError/ImportError."""
         cfg = self.config
+        from .agentstats import AgentStats
         from .metrics import Metrics
         from .pipeline import LiveClock, Pipeline
         from .store import Store
 
         clock = LiveClock()
-        self.store = _build(Store, depth=cfg.store.depth, expire_after=cfg.expire_after,
-                            clock=clock, polling_interval=cfg.store.polling_interval)
-        sinks: list[Any] = [self.store]
-        AgentStats = _optional("fastflow.agentstats", "AgentStats")
-        if AgentStats is not None:
-            self.agentstats = _build(AgentStats, clock=clock)
-            sinks.append(self.agentstats)
+        self.store = Store(depth=cfg.store.depth, expire_after=cfg.expire_after, clock=clock)
+        self.agentstats = AgentStats(clock=clock)
+        sinks: list[Any] = [self.store, self.agentstats]
         flows_cfg = dict(cfg.flows)
         enabled = flows_cfg.pop("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigError(f"[flows] enabled: expected true or false, got {enabled!r}")
         if enabled:
-            FlowEngine = _optional("fastflow.flows", "FlowEngine")
-            if FlowEngine is not None:
-                self.flows = self._flow_engine(FlowEngine, flows_cfg, clock)
-                sinks.append(self.flows)
+            self.flows = self._flow_engine(flows_cfg, clock)
+            sinks.append(self.flows)
         self.pipeline = Pipeline(sinks, clock=clock)
-        raw_metrics = _build(Metrics, store=self.store, agentstats=self.agentstats,
-                             lock=self.pipeline.lock)
+        raw_metrics = Metrics(self.store, agentstats=self.agentstats, lock=self.pipeline.lock)
         self.metrics = LockedMetrics(raw_metrics, self.pipeline.lock)
         if self.want_scaler:
-            Scaler = _optional("fastflow.scaler", "Scaler")
-            if Scaler is not None:
-                section = dict(cfg.scaler)
-                if not section.get("token") and cfg.api.token:
-                    # the scaler's GET ...?state= switches check its own token: without one of
-                    # its own, the API token protects them too
-                    section["token"] = cfg.api.token
-                try:
-                    self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
-                except ValueError as exc:   # PolicyError is a ValueError
-                    raise ConfigError(str(exc)) from None
+            from .scaler import Scaler
+
+            section = dict(cfg.scaler)
+            if not section.get("token") and cfg.api.token:
+                # the scaler's GET ...?state= switches check its own token: without one of
+                # its own, the API token protects them too
+                section["token"] = cfg.api.token
+            try:
+                self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
+            except ValueError as exc:   # PolicyError is a ValueError
+                raise ConfigError(str(exc)) from None
 
     @staticmethod
-    def _flow_engine(FlowEngine: Any, section: dict[str, Any], clock: Any) -> Any:
+    def _flow_engine(section: dict[str, Any], clock: Any) -> Any:
         """A FlowEngine from the [flows] keys (numbers checked here: bad values are config errors)."""
-        if hasattr(FlowEngine, "from_config"):
-            try:
-                return FlowEngine.from_config(section, clock=clock)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"[flows]: {exc}") from None
+        from .flows import FlowEngine
+
         unknown = sorted(set(section) - set(_FLOWS_ENGINE_KEYS))
         if unknown:
             raise ConfigError(f"[flows]: unknown key(s) {', '.join(unknown)}; known: "
@@ -241,7 +207,7 @@ class Service:
 
         c, a = self.config.collector, self.config.api
         self.stop_event = asyncio.Event()
-        self.ingest = _build(UdpIngest, host=c.bind, port=c.port, rcvbuf=c.rcvbuf, batch=c.batch,
+        self.ingest = UdpIngest(host=c.bind, port=c.port, rcvbuf=c.rcvbuf, batch=c.batch,
                              reuseport=c.reuseport, linger=c.linger, on_batch=self._on_batch)
         static = STATIC_DIR if (STATIC_DIR / "index.html").is_file() else None
         self.api = ApiServer(self.routes(), a.bind, a.port, token=a.token or None,
