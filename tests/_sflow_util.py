@@ -18,23 +18,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pytest
 
 
 def need_metrics_stack() -> tuple[Any, Any, Any]:
-    """(Pipeline, Store, Metrics) classes, or skip naming what is missing."""
-    missing = []
-    mods = {}
-    for mod, name in (("fastflow.pipeline", "Pipeline"), ("fastflow.store", "Store"),
-                      ("fastflow.metrics", "Metrics"), ("fastflow.encode", "encode_datagram")):
-        try:
-            m = __import__(mod, fromlist=[name])
-            mods[name] = getattr(m, name)
-        except (ImportError, AttributeError) as exc:
-            missing.append(f"{mod}.{name} ({exc})")
-    if missing:
-        pytest.skip("sibling modules not available yet: " + ", ".join(missing))
-    return mods["Pipeline"], mods["Store"], mods["Metrics"]
+    """(Pipeline, Store, Metrics) classes."""
+    from fastflow.metrics import Metrics
+    from fastflow.pipeline import Pipeline
+    from fastflow.store import Store
+
+    return Pipeline, Store, Metrics
 
 
 class TelemetryRig:

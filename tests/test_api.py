@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import socket
 import time
@@ -365,19 +364,13 @@ def test_prometheus_text_format() -> None:
 # Core routes on a real pipeline fed with the real capture
 # --------------------------------------------------------------------------------------------------
 def _real_parts():
-    """(Pipeline, Metrics, AgentStats) from the sibling modules, or skip with the reason."""
-    try:
-        # imported by name: ruff's import sorting changes while sibling modules appear
-        Metrics = importlib.import_module("fastflow.metrics").Metrics
-        Store = importlib.import_module("fastflow.store").Store
-        pipeline_mod = importlib.import_module("fastflow.pipeline")
-        Pipeline, ReplayClock = pipeline_mod.Pipeline, pipeline_mod.ReplayClock
-    except Exception as exc:  # noqa: BLE001 - a sibling not written yet
-        pytest.skip(f"pipeline/store/metrics not importable yet: {exc!r}")
-    try:
-        agentstats: Any = importlib.import_module("fastflow.agentstats").AgentStats()
-    except Exception:  # noqa: BLE001
-        agentstats = None
+    """(Pipeline, Metrics, AgentStats) of the real engine."""
+    from fastflow.agentstats import AgentStats
+    from fastflow.metrics import Metrics
+    from fastflow.pipeline import Pipeline, ReplayClock
+    from fastflow.store import Store
+
+    agentstats: Any = AgentStats()
     clock = ReplayClock()
     store = Store(depth=32, expire_after=1e9, clock=clock)
     sinks = [store] + ([agentstats] if agentstats is not None else [])

@@ -11,9 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from _sflow_strategies import datagrams, expected, strip_decoded
 from fastflow import encode as E
 from fastflow import pcap
-
-decode_mod = pytest.importorskip("fastflow.decode", reason="fastflow.decode not written yet")
-decode = decode_mod.decode
+from fastflow.decode import decode
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

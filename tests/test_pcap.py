@@ -107,13 +107,11 @@ def test_ipv6_agent_capture(corpus: Path) -> None:
 
 
 def test_decoder_batch_from_capture(swarm_pcap: Path) -> None:
-    """A whole capture is one decoder batch (integration with fastflow.decode when it exists)."""
-    decode = pytest.importorskip("fastflow.decode", reason="fastflow.decode not written yet")
+    """A whole capture is one decoder batch."""
+    import fastflow.decode as decode
+
     cap = pcap.read(swarm_pcap)
-    try:
-        dec = decode.Decoder()
-    except Exception as e:  # pragma: no cover - sibling module incomplete
-        pytest.skip(f"fastflow.decode.Decoder unusable yet: {e!r}")
+    dec = decode.Decoder()
     k = dec.feed(cap.buf, cap.offsets, cap.lengths, cap.ts)
     assert k == 124
     assert dec.n_datagrams == 124

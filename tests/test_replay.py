@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fastflow._replay as _replay
 from _udp_util import Receiver, header_fields, sample_seqs
 from fastflow import pcap
 from fastflow.replay import SeqRewriter, parse_hostport, replay
-
-_replay = pytest.importorskip("fastflow._replay", reason="fastflow._replay not built "
-                              "(FASTFLOW_BUILD_ONLY=_replay python setup.py build_ext --inplace)")
 
 
 def test_parse_hostport() -> None:

@@ -48,7 +48,7 @@ def call(port: int, method: str, path: str, body: Any = None,
 
 def serve(scaler: Scaler, script: Any) -> Any:
     """Run ``script(port)`` (blocking HTTP calls, in a thread) against a real ApiServer."""
-    api = pytest.importorskip("fastflow.api", reason="fastflow.api (the HTTP server) not available")
+    import fastflow.api as api
 
     async def main() -> Any:
         server = api.ApiServer(scaler.routes(), host="127.0.0.1", port=0, token=TOKEN)

@@ -5,8 +5,6 @@ with SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
 import json
 import random
 import re
@@ -24,21 +22,6 @@ import pytest
 from _api_util import get_json, request
 from _service_util import Proc, wait_for
 from fastflow.config import load_config
-
-CORE = ("fastflow.pipeline", "fastflow.store", "fastflow.metrics", "fastflow.ingest", "fastflow.pcap")
-
-
-def _core_missing() -> str | None:
-    for name in CORE:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - a sibling module not written (or broken) yet
-            return f"{name} not importable yet: {exc!r}"
-    return None
-
-
-_MISSING = _core_missing()
-needs_core = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
 
 
 def swarm_datagrams(path: Path) -> list[bytes]:
@@ -92,8 +75,6 @@ def junk_datagrams(real: list[bytes], n: int, seed: int = 7) -> list[bytes]:
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def proc(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if _MISSING:
-        pytest.skip(_MISSING)
     state = tmp_path_factory.mktemp("svc") / "scaler.json"
     p = Proc("--sflow-port", "0", "--http-port", "0", "--bind", "127.0.0.1",
              env={"FASTFLOW_SCALER_STATE_FILE": str(state), "FASTFLOW_STORE_POLLING_INTERVAL": "10"})
@@ -103,7 +84,6 @@ def proc(tmp_path_factory: pytest.TempPathFactory) -> Any:
         p.kill()
 
 
-@needs_core
 def test_run_subprocess_end_to_end(proc: Proc, swarm_pcap: Path) -> None:
     sflow_port = proc.port("sFlow")
     http_port = proc.port("HTTP")
@@ -213,7 +193,6 @@ def _cfg(tmp_path: Path, **over: Any) -> Any:
     return load_config(env={}, overrides={**base, **over})
 
 
-@needs_core
 def test_service_in_process(tmp_path: Path, swarm_pcap: Path) -> None:
     with ServiceThread(_cfg(tmp_path)) as st:
         svc = st.svc
@@ -233,7 +212,6 @@ def test_service_in_process(tmp_path: Path, swarm_pcap: Path) -> None:
     assert threading.active_count() <= ingest_thread_count
 
 
-@needs_core
 def test_service_pipeline_failure_is_counted_not_fatal(tmp_path: Path, swarm_pcap: Path) -> None:
     """Fault injection on the real path: one batch makes the pipeline raise; ingest keeps going."""
     with ServiceThread(_cfg(tmp_path), scaler=False) as st:
@@ -258,13 +236,11 @@ def test_service_pipeline_failure_is_counted_not_fatal(tmp_path: Path, swarm_pca
         assert health and health["ingest"]["feed_errors"] == 1
 
 
-@needs_core
 def test_service_refuses_public_bind_without_token(tmp_path: Path) -> None:
     from fastflow.service import Service
     cfg = _cfg(tmp_path, **{"api.bind": "0.0.0.0"})
     svc = Service(cfg)
-    if not any(r.mutating for r in svc.routes()):
-        pytest.skip("no mutating routes mounted (flows/scaler not available)")
+    assert any(r.mutating for r in svc.routes())
 
     async def go() -> None:
         with pytest.raises(ValueError, match="token"):
@@ -278,7 +254,6 @@ def test_json_roundtrip_of_config() -> None:
     assert json.loads(json.dumps(cfg.to_dict()))["collector"]["port"] == 6343
 
 
-@needs_core
 def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
     """SIGINT stops it cleanly too; the example config runs; FASTFLOW_API_PORT /
     FASTFLOW_COLLECTOR_BIND override it."""
@@ -300,7 +275,6 @@ def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
         p.kill()
 
 
-@needs_core
 @pytest.mark.parametrize("flows, message", [
     ({"enabled": "yes"}, r"\[flows\] enabled"),
     ({"definition_ttl": "soon"}, r"\[flows\] definition_ttl"),
@@ -309,15 +283,12 @@ def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
 def test_service_flows_section_errors(tmp_path: Path, flows: dict[str, Any], message: str) -> None:
     from fastflow.config import ConfigError
     from fastflow.service import Service
-    if importlib.util.find_spec("fastflow.flows") is None:
-        pytest.skip("fastflow.flows not available")
     cfg = _cfg(tmp_path)
     cfg.flows = flows
     with pytest.raises(ConfigError, match=message):
         Service(cfg, scaler=False)
 
 
-@needs_core
 def test_service_flows_disabled(tmp_path: Path) -> None:
     from fastflow.service import Service
     cfg = _cfg(tmp_path)
@@ -327,12 +298,9 @@ def test_service_flows_disabled(tmp_path: Path) -> None:
     assert not any(r.pattern.startswith("/flow") for r in svc.routes())
 
 
-@needs_core
 def test_api_token_protects_scaler_switches(tmp_path: Path) -> None:
     from fastflow.service import Service
     svc = Service(_cfg(tmp_path, **{"api.token": "t0k"}))
-    if svc.scaler is None:
-        pytest.skip("fastflow.scaler not available")
-    assert svc.scaler.token == "t0k"
+    assert svc.scaler is not None and svc.scaler.token == "t0k"
     svc = Service(_cfg(tmp_path, **{"api.token": "t0k", "scaler.token": "own"}))
     assert svc.scaler.token == "own"
