@@ -7,6 +7,7 @@ from the builder's inputs, never from either decoder.
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 import uuid
 from typing import Any
@@ -692,6 +693,9 @@ def test_fallback_when_extension_missing() -> None:
     code = ("import sys; sys.modules['fastflow._decode'] = None\n"
             "import fastflow.decode as d, fastflow._pydecode as p\n"
             "assert d.Decoder is p.Decoder; print(d.IMPLEMENTATION)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # the fallback (not the FASTFLOW_PURE_PYTHON choice) is what is under test
+    env = {k: v for k, v in os.environ.items() if k != "FASTFLOW_PURE_PYTHON"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "python" and "falling back to the pure-Python decoder" in r.stderr
