@@ -1,6 +1,7 @@
 """Build the Cython extensions of fastflow.
 
-Every ``src/fastflow/_*.pyx`` is compiled to an extension module of the same name, with numpy's
+Every ``src/fastflow/**/_*.pyx`` is compiled to an extension module of the same dotted name
+(``src/fastflow/collector/_ingest.pyx`` -> ``fastflow.collector._ingest``), with numpy's
 headers on the include path. ``pip install .`` (or ``-e .``) runs this through pyproject.toml.
 """
 
@@ -20,11 +21,12 @@ def extensions() -> list[Extension]:
     # FASTFLOW_BUILD_ONLY=_decode,_pcap builds just those modules (for quick in-place rebuilds).
     only = {m for m in os.environ.get("FASTFLOW_BUILD_ONLY", "").split(",") if m}
     exts = []
-    for pyx in sorted(glob.glob(os.path.join("src", "fastflow", "_*.pyx"))):
+    pattern = os.path.join("src", "fastflow", "**", "_*.pyx")
+    for pyx in sorted(glob.glob(pattern, recursive=True)):
         stem = os.path.splitext(os.path.basename(pyx))[0]
         if only and stem not in only:
             continue
-        name = "fastflow." + stem
+        name = os.path.splitext(os.path.relpath(pyx, "src"))[0].replace(os.sep, ".")
         exts.append(
             Extension(
                 name,

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from fastflow._schema import FLOW_BIT, FLOW_DTYPE  # noqa: E402
-from fastflow.flows import FlowEngine  # noqa: E402
+from fastflow.collector.flows import FlowEngine  # noqa: E402
 
 BATCH = 4096
 KEYSETS = [

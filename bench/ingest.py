@@ -6,8 +6,8 @@
 
 A sender process replays the 124 real Host sFlow datagrams of hsflowd/docker-swarm.pcap (or
 synthetic 600-byte datagrams without the corpus) to 127.0.0.1 at a paced rate, with sendmmsg
-(``fastflow._replay.send_batch``) when built, else ``socket.send``. The collector is
-``fastflow.ingest.UdpIngest`` (recvmmsg batches) feeding ``fastflow.decode.Decoder`` in the receive
+(``fastflow.sources._replay.send_batch``) when built, else ``socket.send``. The collector is
+``fastflow.collector.ingest.UdpIngest`` (recvmmsg batches) feeding ``fastflow.decode.Decoder`` in the receive
 thread. Every run is bounded in time and count. Prints a table; writes bench/results/ingest.json.
 Note: sender, receiver and decoder share the machine's cores, so figures are a floor; the
 ``capacity/s`` column is received datagrams per CPU-second of the receive thread (recvmmsg +
@@ -65,7 +65,7 @@ def sender(port: int, rate: float, duration: float, max_count: int, dgrams: list
     offsets = np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64)
     send_batch: Any
     try:
-        from fastflow._replay import send_batch
+        from fastflow.sources._replay import send_batch
     except ImportError:
         send_batch = None
     n = len(lengths)
@@ -103,7 +103,7 @@ def sender(port: int, rate: float, duration: float, max_count: int, dgrams: list
 
 def run_one(rate: float, duration: float, dgrams: list[bytes], batch: int,
             senders: int) -> dict[str, Any]:
-    from fastflow.ingest import UdpIngest
+    from fastflow.collector.ingest import UdpIngest
 
     try:
         from fastflow.decode import Decoder

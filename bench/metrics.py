@@ -37,9 +37,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE  # noqa: E402
-from fastflow.metrics import METRICS, Metrics  # noqa: E402
-from fastflow.pipeline import Batch, ReplayClock, StringView  # noqa: E402
-from fastflow.store import Store  # noqa: E402
+from fastflow.collector.metrics import METRICS, Metrics  # noqa: E402
+from fastflow.collector.pipeline import Batch, ReplayClock, StringView  # noqa: E402
+from fastflow.collector.store import Store  # noqa: E402
 
 SERVICES = 100
 PER_AGENT = 1000

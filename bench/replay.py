@@ -1,7 +1,7 @@
 """How many datagrams/s one replay process offers on loopback.
 
 A receiving process (multiprocessing) counts datagrams on 127.0.0.1; this process replays the
-swarm capture (or synthetic 500-byte datagrams when the corpus is absent) with fastflow.replay's
+swarm capture (or synthetic 500-byte datagrams when the corpus is absent) with fastflow.sources.replay's
 sendmmsg path, and, for comparison, with a plain Python ``sock.send`` loop. Prints a table and
 writes bench/results/replay.json. ``--quick`` for a short run.
 """
@@ -59,7 +59,7 @@ def _measure(method: str, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndar
     port = port_q.get(timeout=10)
     dest = ("127.0.0.1", port)
     if method == "sendmmsg":
-        from fastflow.replay import replay
+        from fastflow.sources.replay import replay
 
         st = replay(buf, offsets, lengths, None, dest, loops=loops)
         sent, elapsed = st.sent, st.elapsed

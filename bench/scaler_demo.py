@@ -40,11 +40,11 @@ def decision_time(n_services: int, repeats: int) -> dict[str, Any]:
     import numpy as np
 
     from fastflow import encode as e
-    from fastflow.metrics import Metrics
-    from fastflow.pipeline import Pipeline
-    from fastflow.scaler import gather_telemetry
-    from fastflow.scaler_policy import History, Policy, decide
-    from fastflow.store import Store
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline
+    from fastflow.collector.store import Store
+    from fastflow.scaler.controller import gather_telemetry
+    from fastflow.scaler.policy import History, Policy, decide
 
     store = Store(depth=8, expire_after=60.0)
     metrics = Metrics(store)
@@ -94,9 +94,9 @@ def engine_demo(max_replicas: int, step_s: float) -> dict[str, Any]:
 
     from _sflow_util import TelemetryRig
     from dockerenv import LABELS, SwarmHelper, ensure_engine
-    from fastflow.scaler import Scaler
-    from fastflow.scaler_policy import Policy
-    from fastflow.swarm import Swarm
+    from fastflow.scaler.controller import Scaler
+    from fastflow.scaler.policy import Policy
+    from fastflow.scaler.swarm import Swarm
 
     reason = ensure_engine()
     if reason is not None:

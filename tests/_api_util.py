@@ -10,8 +10,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from fastflow.api import ApiServer
-from fastflow.http import Route
+from fastflow.web.api import ApiServer
+from fastflow.web.http import Route
 
 
 class ServerThread:

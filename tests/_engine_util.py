@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE
-from fastflow.metrics import Metrics
-from fastflow.pipeline import Batch, ReplayClock, StringView
-from fastflow.store import Store
+from fastflow.collector.metrics import Metrics
+from fastflow.collector.pipeline import Batch, ReplayClock, StringView
+from fastflow.collector.store import Store
 
 VIRT_MASK = sum(1 << COUNTER_BIT[r] for r in ("host_descr", "virt_cpu", "virt_memory",
                                                "virt_disk_io", "virt_net_io"))

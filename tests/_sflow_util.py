@@ -22,9 +22,9 @@ import numpy as np
 
 def need_metrics_stack() -> tuple[Any, Any, Any]:
     """(Pipeline, Store, Metrics) classes."""
-    from fastflow.metrics import Metrics
-    from fastflow.pipeline import Pipeline
-    from fastflow.store import Store
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline
+    from fastflow.collector.store import Store
 
     return Pipeline, Store, Metrics
 

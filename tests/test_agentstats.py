@@ -1,4 +1,4 @@
-"""fastflow.agentstats: per-agent datagram/sample accounting from decoded tables."""
+"""fastflow.collector.agentstats: per-agent datagram/sample accounting from decoded tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastflow._schema import COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE
-from fastflow.agentstats import AgentStats
+from fastflow.collector.agentstats import AgentStats
 
 
 class Clock:
@@ -225,7 +225,7 @@ def test_swarm_capture_with_drops_and_reordering(swarm_pcap: Path) -> None:
 
 def test_pipeline_sink(swarm_pcap: Path) -> None:
     """AgentStats as a real Pipeline sink."""
-    import fastflow.pipeline as pipeline
+    import fastflow.collector.pipeline as pipeline
     from fastflow import pcap
 
     clock = pipeline.ReplayClock()

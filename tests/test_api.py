@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from _api_util import ServerThread, get_json, read_response, request
-from fastflow.api import ApiServer, core_routes, prometheus_text
-from fastflow.http import HTTPError, Request, Response, Route, json_response
+from fastflow.web.api import ApiServer, core_routes, prometheus_text
+from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 
 # --------------------------------------------------------------------------------------------------
 # A small set of test routes (real handlers, no mocks)
@@ -365,10 +365,10 @@ def test_prometheus_text_format() -> None:
 # --------------------------------------------------------------------------------------------------
 def _real_parts():
     """(Pipeline, Metrics, AgentStats) of the real engine."""
-    from fastflow.agentstats import AgentStats
-    from fastflow.metrics import Metrics
-    from fastflow.pipeline import Pipeline, ReplayClock
-    from fastflow.store import Store
+    from fastflow.collector.agentstats import AgentStats
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
 
     agentstats: Any = AgentStats()
     clock = ReplayClock()

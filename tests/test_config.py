@@ -1,4 +1,4 @@
-"""fastflow.config: defaults, TOML, environment and command-line overrides, validation messages."""
+"""fastflow.cli.config: defaults, TOML, environment and command-line overrides, validation messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fastflow.config import Config, ConfigError, load_config
+from fastflow.cli.config import Config, ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "config.example.toml"
 

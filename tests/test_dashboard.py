@@ -186,7 +186,7 @@ def test_dashboard_live(browser: Any, datagrams: list[bytes], tmp_path: Path) ->
         page.wait_for_selector("#flows-table tbody tr.flow", timeout=30000)
         flows = page.locator("#flows-table tbody tr.flow").all_inner_texts()
         assert any("127.0.0.1\t127.0.0.1\t17" in f for f in flows), flows
-        # agents table lists the swarm's agent (when fastflow.agentstats is there to count them)
+        # agents table lists the swarm's agent (when fastflow.collector.agentstats is there to count them)
         if col.get("/agents/json")[1]:
             page.wait_for_function(
                 "() => document.querySelector('#agents-table tbody').textContent"

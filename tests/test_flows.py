@@ -1,4 +1,4 @@
-"""Top flows (fastflow.flows / fastflow.flowfilter): keys, filters, rates, loss, expiry and REST.
+"""Top flows (fastflow.collector.flows / fastflow.collector.flowfilter): keys, filters, rates, loss, expiry and REST.
 
 Synthetic FLOW_DTYPE tables check the arithmetic exactly; the real captures in the corpus check the
 keys against hand-computed totals (frame_length x sampling_rate per key) and, for the swarm
@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 from fastflow._schema import FLOW_BIT, FLOW_DTYPE
-from fastflow.flowfilter import KEYS, FilterError, parse_filter
-from fastflow.flows import FlowEngine
-from fastflow.http import HTTPError, Request
+from fastflow.collector.flowfilter import KEYS, FilterError, parse_filter
+from fastflow.collector.flows import FlowEngine
+from fastflow.web.flows import flow_routes
+from fastflow.web.http import HTTPError, Request
 
 HDR = 1 << FLOW_BIT["sampled_header"]
 AGENTS = ["", "10.0.0.1", "10.0.0.2"]
@@ -287,7 +288,7 @@ def test_redefining_identically_keeps_state_changed_resets() -> None:
 # ------------------------------------------------------------------------------------------------
 def _call(fe: FlowEngine, method: str, path: str, body: Any = None,
           query: dict[str, list[str]] | None = None) -> tuple[int, Any]:
-    for r in fe.routes():
+    for r in flow_routes(fe):
         params = r.match(path)
         if r.method == method and params is not None:
             req = Request(method, path, params, query or {}, {},
@@ -303,7 +304,7 @@ def _call(fe: FlowEngine, method: str, path: str, body: Any = None,
 
 def test_rest_handlers() -> None:
     fe, _ = engine()
-    muts = {(r.method, r.pattern) for r in fe.routes() if r.mutating}
+    muts = {(r.method, r.pattern) for r in flow_routes(fe) if r.mutating}
     assert ("PUT", "/flow/{name}/json") in muts and ("DELETE", "/flow/{name}/json") in muts
     st, body = _call(fe, "PUT", "/flow/web/json", {"keys": "ipsource,tcpdestinationport",
                                                     "value": "bytes", "t": 5})
@@ -330,11 +331,11 @@ def test_rest_handlers() -> None:
 
 
 def test_rest_over_real_http() -> None:
-    """The routes served by fastflow.api.ApiServer on 127.0.0.1, with a bearer token."""
-    import fastflow.api as api
+    """The routes served by fastflow.web.api.ApiServer on 127.0.0.1, with a bearer token."""
+    import fastflow.web.api as api
     fe, _ = engine()
     loop = asyncio.new_event_loop()
-    server = api.ApiServer(fe.routes(), "127.0.0.1", 0, token="s3cret")
+    server = api.ApiServer(flow_routes(fe), "127.0.0.1", 0, token="s3cret")
     th = threading.Thread(target=loop.run_forever, daemon=True)
     th.start()
     try:
@@ -492,7 +493,7 @@ def test_swarm_capture_matches_sflowtool(swarm_pcap: Path, decoder_cls: type) ->
 
 def test_swarm_replay_through_pipeline(swarm_pcap: Path) -> None:
     """The engine as a real pipeline sink in a capture-time replay (ReplayClock)."""
-    import fastflow.pipeline as pipeline
+    import fastflow.collector.pipeline as pipeline
     from fastflow import pcap
     from fastflow._pydecode import Decoder
     clock = pipeline.ReplayClock()

@@ -1,4 +1,4 @@
-"""``fastflow agent`` (fastflow.hostagent): the host sample read from this machine's /proc, the
+"""``fastflow agent`` (fastflow.sources.agent): the host sample read from this machine's /proc, the
 datagram framing, the command line (a real subprocess, SIGTERM), an unreachable engine, and end to
 end against the real Docker engine with ``fastflow run`` as the collector."""
 
@@ -25,7 +25,7 @@ from _service_util import Proc
 from dockerenv import docker_client_fixture, swarm_fixture, unique  # noqa: F401
 from fastflow import encode as enc
 from fastflow.decode import decode
-from fastflow.hostagent import (
+from fastflow.sources.agent import (
     INDEX_BASE,
     MAX_DATAGRAM,
     CgroupReader,

@@ -1,4 +1,4 @@
-"""fastflow.ingest: real UDP sockets on loopback, both receivers (recvmmsg and the Python loop)."""
+"""fastflow.collector.ingest: real UDP sockets on loopback, both receivers (recvmmsg and the Python loop)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fastflow.ingest import UdpIngest, src_text
+from fastflow.collector.ingest import UdpIngest, src_text
 
 try:
-    from fastflow import _ingest  # noqa: F401
+    from fastflow.collector import _ingest  # noqa: F401
 
     HAVE_CYTHON = True
 except ImportError:  # pragma: no cover
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
 @pytest.fixture(params=["cython", "python"])
 def pure(request: pytest.FixtureRequest) -> bool:
     if request.param == "cython" and not HAVE_CYTHON:
-        pytest.fail("fastflow._ingest is not built")
+        pytest.fail("fastflow.collector._ingest is not built")
     return request.param == "python"
 
 
@@ -184,7 +184,7 @@ def test_four_argument_callback_and_errors(ingest_factory: Any, pure: bool,
             raise RuntimeError("consumer bug")
         seen.extend(lengths.tolist())
 
-    caplog.set_level(logging.ERROR, "fastflow.ingest")
+    caplog.set_level(logging.ERROR, "fastflow.collector.ingest")
     ing = ingest_factory(on_batch=cb, pure_python=pure)
     send([b"a"], ing.port)
     end = time.monotonic() + 5
@@ -240,7 +240,7 @@ def test_reuseport_shares_the_port(ingest_factory: Any) -> None:
 
 
 def test_rcvbuf_warning(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "fastflow.ingest")
+    caplog.set_level(logging.WARNING, "fastflow.collector.ingest")
     ing = UdpIngest("127.0.0.1", 0, rcvbuf=1 << 30)
     ing.start()
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _engine_util import HOST_MASK, IF_MASK, Engine, container, rows
-from fastflow.metrics import AGGREGATIONS, METRICS, parse_metrics
+from fastflow.collector.metrics import AGGREGATIONS, METRICS, parse_metrics
 
 T0 = 1_700_000_000.0
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from _sflow_build import counters_sample, datagram, fixed_counter, host_descr, record
-from fastflow.pipeline import Batch, LiveClock, Pipeline, ReplayClock, StringView
-from fastflow.store import Store
+from fastflow.collector.pipeline import Batch, LiveClock, Pipeline, ReplayClock, StringView
+from fastflow.collector.store import Store
 
 
 class Recorder:
@@ -203,7 +203,7 @@ def oracle(samples: list[dict[str, Any]], t: float) -> dict[str, float] | None:
 
 def test_swarm_capture_matches_sflowtool(swarm_pcap: Path) -> None:
     from fastflow import pcap
-    from fastflow.metrics import Metrics
+    from fastflow.collector.metrics import Metrics
 
     dump = swarm_pcap.with_name("docker-swarm.sflowtool.txt")
     if not dump.exists():

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="matplotlib (the 'plot' extra) is not installed")
 
-from fastflow import plot  # noqa: E402
 from fastflow.cli import main as cli_main  # noqa: E402
+from fastflow.cli import plot  # noqa: E402
 
 
 def png_size(path: Path) -> tuple[int, int]:

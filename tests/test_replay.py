@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastflow._replay as _replay
+import fastflow.sources._replay as _replay
 from _udp_util import Receiver, header_fields, sample_seqs
 from fastflow import pcap
-from fastflow.replay import SeqRewriter, parse_hostport, replay
+from fastflow.sources.replay import SeqRewriter, parse_hostport, replay
 
 
 def test_parse_hostport() -> None:

@@ -1,4 +1,4 @@
-"""The scaler's REST control over a real HTTP server on 127.0.0.1 (fastflow.api.ApiServer)."""
+"""The scaler's REST control over a real HTTP server on 127.0.0.1 (fastflow.web.api.ApiServer)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from fastflow.scaler import Scaler
-from fastflow.scaler_policy import PolicyError
+from fastflow.scaler.controller import Scaler
+from fastflow.scaler.policy import PolicyError
+from fastflow.web.scaler import scaler_routes
 
 TOKEN = "s3cret"
 
@@ -48,10 +49,10 @@ def call(port: int, method: str, path: str, body: Any = None,
 
 def serve(scaler: Scaler, script: Any) -> Any:
     """Run ``script(port)`` (blocking HTTP calls, in a thread) against a real ApiServer."""
-    import fastflow.api as api
+    import fastflow.web.api as api
 
     async def main() -> Any:
-        server = api.ApiServer(scaler.routes(), host="127.0.0.1", port=0, token=TOKEN)
+        server = api.ApiServer(scaler_routes(scaler), host="127.0.0.1", port=0, token=TOKEN)
         await server.start()
         try:
             return await asyncio.get_running_loop().run_in_executor(None, script, server.port)

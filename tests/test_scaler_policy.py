@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fastflow.scaler_policy import (
+from fastflow.scaler.policy import (
     BYTES_IN,
     BYTES_OUT,
     CPU,

@@ -83,7 +83,7 @@ class TaskTelemetry:
 
     def _datagram(self, tasks: list[str]) -> bytes:
         from fastflow import encode as e
-        from fastflow.simulate import container_index
+        from fastflow.sources.simulate import container_index
 
         self._seq += 1
         up_ms = int((time.monotonic() - self._t0) * 1000) + 600_000
@@ -301,9 +301,9 @@ def test_hold_reason_changes_are_logged(caplog: pytest.LogCaptureFixture) -> Non
     """A service holding within its thresholds whose telemetry then goes stale logs the stale hold
     (README: "missing, stale or incomplete telemetry holds the service where it is (logged)"), and
     so does the next different problem; a repeated reason is logged once."""
-    from fastflow.scaler import Scaler
-    from fastflow.scaler_policy import Policy
-    from fastflow.simulate import SimulatedSwarm
+    from fastflow.scaler.controller import Scaler
+    from fastflow.scaler.policy import Policy
+    from fastflow.sources.simulate import SimulatedSwarm
 
     sim = SimulatedSwarm({"web": 1})
     metrics = CannedMetrics(sim.task_names()[0])

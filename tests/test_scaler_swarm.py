@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from dockerenv import SwarmHelper, docker_client_fixture, swarm_fixture, unique  # noqa: F401
-from fastflow.scaler import Scaler
-from fastflow.scaler_policy import Policy
-from fastflow.swarm import ServiceInfo, Swarm, SwarmError
+from fastflow.scaler.controller import Scaler
+from fastflow.scaler.policy import Policy
+from fastflow.scaler.swarm import ServiceInfo, Swarm, SwarmError
 
 pytestmark = pytest.mark.docker
 
@@ -234,7 +234,7 @@ def test_dry_run_decides_without_changing_the_service(swarm: SwarmHelper) -> Non
 
     Metrics are canned (busy containers named after the real running tasks) so this runs even
     without the metrics engine."""
-    from fastflow.scaler_policy import CPU
+    from fastflow.scaler.policy import CPU
 
     name = unique("dry")
     svc = swarm.create_service(name, ["sleep", "600"], replicas=1)

@@ -21,7 +21,7 @@ import pytest
 
 from _api_util import get_json, request
 from _service_util import Proc, wait_for
-from fastflow.config import load_config
+from fastflow.cli.config import load_config
 
 
 def swarm_datagrams(path: Path) -> list[bytes]:
@@ -167,10 +167,10 @@ def test_run_config_error_exits_2(tmp_path: Path) -> None:
 # In-process Service
 # --------------------------------------------------------------------------------------------------
 class ServiceThread:
-    """A :class:`fastflow.service.Service` running on its own event loop in a thread."""
+    """A :class:`fastflow.cli.run.Service` running on its own event loop in a thread."""
 
     def __init__(self, cfg: Any, **kw: Any) -> None:
-        from fastflow.service import Service
+        from fastflow.cli.run import Service
         self.loop = asyncio.new_event_loop()
         self.svc = Service(cfg, **kw)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -237,7 +237,7 @@ def test_service_pipeline_failure_is_counted_not_fatal(tmp_path: Path, swarm_pca
 
 
 def test_service_refuses_public_bind_without_token(tmp_path: Path) -> None:
-    from fastflow.service import Service
+    from fastflow.cli.run import Service
     cfg = _cfg(tmp_path, **{"api.bind": "0.0.0.0"})
     svc = Service(cfg)
     assert any(r.mutating for r in svc.routes())
@@ -281,8 +281,8 @@ def test_run_sigint_exits_0_and_env_port(tmp_path: Path) -> None:
     ({"bogus": 1}, r"\[flows\]: unknown key"),
 ])
 def test_service_flows_section_errors(tmp_path: Path, flows: dict[str, Any], message: str) -> None:
-    from fastflow.config import ConfigError
-    from fastflow.service import Service
+    from fastflow.cli.config import ConfigError
+    from fastflow.cli.run import Service
     cfg = _cfg(tmp_path)
     cfg.flows = flows
     with pytest.raises(ConfigError, match=message):
@@ -290,7 +290,7 @@ def test_service_flows_section_errors(tmp_path: Path, flows: dict[str, Any], mes
 
 
 def test_service_flows_disabled(tmp_path: Path) -> None:
-    from fastflow.service import Service
+    from fastflow.cli.run import Service
     cfg = _cfg(tmp_path)
     cfg.flows = {"enabled": False, "definition_ttl": 5}
     svc = Service(cfg, scaler=False)
@@ -299,7 +299,7 @@ def test_service_flows_disabled(tmp_path: Path) -> None:
 
 
 def test_api_token_protects_scaler_switches(tmp_path: Path) -> None:
-    from fastflow.service import Service
+    from fastflow.cli.run import Service
     svc = Service(_cfg(tmp_path, **{"api.token": "t0k"}))
     assert svc.scaler is not None and svc.scaler.token == "t0k"
     svc = Service(_cfg(tmp_path, **{"api.token": "t0k", "scaler.token": "own"}))

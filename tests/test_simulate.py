@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastflow._replay  # noqa: F401  (the send path the simulator uses must be built)
 import fastflow.decode as decode_mod
+import fastflow.sources._replay  # noqa: F401  (the send path the simulator uses must be built)
 from _udp_util import Receiver
 from fastflow import pcap
-from fastflow.simulate import (
+from fastflow.sources.simulate import (
     SimulatedSwarm,
     Simulator,
     container_template,
@@ -55,7 +55,7 @@ def test_simulated_swarm_interface() -> None:
     assert sw.set_replicas("apache", 4, expect_current=2) == 2
     assert len(sw.running_tasks(sw.read_service("apache"))) == 4
     assert sw.running_tasks(sw.read_service("apache"))[:2] == tasks   # existing tasks kept
-    from fastflow.swarm import SwarmError
+    from fastflow.scaler.swarm import SwarmError
     with pytest.raises(SwarmError):
         sw.set_replicas("apache", 1, expect_current=2)
     with pytest.raises(SwarmError):
@@ -140,11 +140,11 @@ def test_cli_udp_loopback() -> None:
 
 
 def test_closed_loop_with_scaler() -> None:
-    from fastflow.metrics import Metrics
-    from fastflow.pipeline import Pipeline, ReplayClock
-    from fastflow.scaler import Scaler
-    from fastflow.scaler_policy import Policy
-    from fastflow.store import Store
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
+    from fastflow.scaler.controller import Scaler
+    from fastflow.scaler.policy import Policy
 
     clock = ReplayClock(1_000_000.0)
     store = Store(clock=clock)

@@ -59,7 +59,7 @@ def test_simulate_docker_udp_follows_the_real_tasks(swarm: SwarmHelper) -> None:
     """Live over UDP: the reported containers are the running tasks, before and after a scale-up,
     each busy its share of the service's demand (50 % of a CPU over its replicas)."""
     from fastflow.decode import decode
-    from fastflow.swarm import Swarm
+    from fastflow.scaler.swarm import Swarm
 
     name = unique("simu")
     svc = swarm.create_service(name, ["sleep", "600"], replicas=2)

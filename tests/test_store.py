@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _engine_util import Engine, container, rows
-from fastflow.store import Store
+from fastflow.collector.store import Store
 
 
 def test_rejects_bad_config() -> None:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ._schema import (
+from fastflow._schema import (
     COUNTER_BIT_BY_FORMAT,
     COUNTER_DTYPE,
     COUNTER_RECORD_BY_FORMAT,

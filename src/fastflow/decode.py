@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _pydecode
-from ._pydecode import DecodeError
-from ._schema import (
+from fastflow import _pydecode
+from fastflow._pydecode import DecodeError
+from fastflow._schema import (
     COUNTER_BIT,
     COUNTER_DTYPE,
     COUNTER_RECORDS,
@@ -53,7 +53,7 @@ if os.environ.get("FASTFLOW_PURE_PYTHON") == "1":
     log.debug("FASTFLOW_PURE_PYTHON=1: using the pure-Python reference decoder")
 else:
     try:
-        from ._decode import Decoder as _CDecoder
+        from fastflow._decode import Decoder as _CDecoder
     except ImportError as _e:  # extension not built (or broken): the reference still works
         log.warning("Cython decoder unavailable (%s); falling back to the pure-Python decoder, "
                     "which is much slower (build with: python setup.py build_ext --inplace)", _e)
@@ -202,7 +202,7 @@ def decode_buffers(buf: Any, offsets: Any, lengths: Any, ts: Any = None) -> Tabl
 
 def read_pcap(path: str | os.PathLike[str], port: int | None = 6343) -> Tables:
     """Decode every sFlow datagram (UDP ``port``; None = any) of a pcap/pcapng capture."""
-    from .pcap import read
+    from fastflow.pcap import read
 
     cap = read(Path(path), port=port)
     t = decode_buffers(cap.buf, cap.offsets, cap.lengths, cap.ts)

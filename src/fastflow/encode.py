@@ -24,7 +24,7 @@ import uuid as uuid_mod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ._schema import COUNTER_RECORD_BY_FORMAT, COUNTER_RECORD_BY_NAME, FLOW_RECORDS
+from fastflow._schema import COUNTER_RECORD_BY_FORMAT, COUNTER_RECORD_BY_NAME, FLOW_RECORDS
 
 __all__ = [
     "EncodeError", "encode_datagram", "encode_sample", "encode_counter_record", "encode_flow_record",

@@ -1,4 +1,4 @@
-"""Capture files in, UDP datagrams out: the offline twin of :mod:`fastflow.ingest`.
+"""Capture files in, UDP datagrams out: the offline twin of :mod:`fastflow.collector.ingest`.
 
 :func:`read` turns a whole capture (classic pcap or pcapng) into one :class:`Capture` whose payloads
 sit back to back in a single ``uint8`` buffer, so a capture is decoded as one batch

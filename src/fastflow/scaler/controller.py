@@ -1,10 +1,10 @@
 """Elastic scaler: sizes Docker swarm services from their containers' sFlow metrics.
 
 For every managed service, every ``interval`` seconds: read the service (Docker, in a thread), list
-its running tasks, ask :class:`fastflow.metrics.Metrics` for the average utilisation / bytes of its
+its running tasks, ask :class:`fastflow.collector.metrics.Metrics` for the average utilisation / bytes of its
 containers (hostnames matching ``pattern``) and each container's freshness, run the pure policy
-(:mod:`fastflow.scaler_policy`) and, when it says so, set ``Mode.Replicated.Replicas`` (nothing else)
-via :mod:`fastflow.swarm`. Logs ``apache set replicas=4`` like the original sFlow-RT script.
+(:mod:`fastflow.scaler.policy`) and, when it says so, set ``Mode.Replicated.Replicas`` (nothing else)
+via :mod:`fastflow.scaler.swarm`. Logs ``apache set replicas=4`` like the original sFlow-RT script.
 
 Configuration (TOML ``[scaler]``; defaults in brackets)::
 
@@ -17,7 +17,7 @@ Configuration (TOML ``[scaler]``; defaults in brackets)::
     docker_host = ""       # default DOCKER_HOST or the local socket
     tls_dir = ""           # directory with ca.pem, cert.pem, key.pem for TCP + TLS
     [[scaler.services]]
-    service = "apache"     # plus the keys of fastflow.scaler_policy.DEFAULTS
+    service = "apache"     # plus the keys of fastflow.scaler.policy.DEFAULTS
 
 Runtime changes (state switches, PUT bodies) are kept as per-service overrides in the state file and
 applied over the configuration at the next start.
@@ -26,7 +26,6 @@ applied over the configuration at the next start.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
@@ -39,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .http import HTTPError, Request, Response, Route, json_response
-from .scaler_policy import (
+from fastflow.scaler.policy import (
     Decision,
     History,
     Policy,
@@ -49,7 +47,7 @@ from .scaler_policy import (
     decide,
     record_change,
 )
-from .swarm import ROLLING_STATES, Swarm, SwarmError
+from fastflow.scaler.swarm import ROLLING_STATES, Swarm, SwarmError
 
 log = logging.getLogger("fastflow.scaler")
 
@@ -57,8 +55,12 @@ SECTION_KEYS = {"enabled", "token", "dry_run", "state_file", "docker_host", "tls
 MAX_EVENTS = 1000
 
 
+class StateNotSaved(Exception):
+    """A runtime change was applied but the state file could not be written."""
+
+
 class MetricsSource(Protocol):
-    """The part of :class:`fastflow.metrics.Metrics` the scaler uses (docs/internals.md 7)."""
+    """The part of :class:`fastflow.collector.metrics.Metrics` the scaler uses (docs/internals.md 7)."""
 
     def query(self, agents: str, metrics: str | Sequence[str],
               filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]: ...
@@ -244,7 +246,7 @@ class Scaler:
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.error("cannot write scaler state file %s: %s", self.state_file, exc)
-            raise HTTPError(500, f"change applied but not persisted: {exc}") from None
+            raise StateNotSaved(f"change applied but not persisted: {exc}") from None
 
     # ------------------------------------------------------------------------------ control
     def set_enabled(self, enabled: bool) -> None:
@@ -379,72 +381,6 @@ class Scaler:
         self.events.append({"time": time.time(), "service": name, "from": d.current,
                             "to": d.desired, "action": d.action, "reason": d.reason,
                             "metrics": dict(d.values), "dry_run": dry_run})
-
-    # ------------------------------------------------------------------------------ REST
-    def _check_token(self, req: Request) -> None:
-        if not self.token:
-            return
-        auth = req.headers.get("authorization", "")
-        given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
-            raise HTTPError(401, "this change needs the scaler token (Authorization: Bearer ...)")
-
-    @staticmethod
-    def _state_arg(req: Request) -> bool | None:
-        s = req.arg("state")
-        if s is None:
-            return None
-        if s not in ("enabled", "disabled"):
-            raise HTTPError(400, f"state must be 'enabled' or 'disabled', got {s!r}")
-        return s == "enabled"
-
-    def _get_all(self, req: Request) -> Response:
-        want = self._state_arg(req)
-        if want is not None:
-            self._check_token(req)
-            self.set_enabled(want)
-        return json_response(self.state())
-
-    def _get_events(self, req: Request) -> Response:
-        return json_response(list(self.events))
-
-    def _get_service(self, req: Request) -> Response:
-        name = req.params["service"]
-        if name == "events":
-            return self._get_events(req)
-        want = self._state_arg(req)
-        if want is not None:
-            self._check_token(req)
-            if name not in self.services:
-                raise HTTPError(404, f"service {name} is not managed")
-            self._apply(name, {"enabled": want})
-        st = self.services.get(name)
-        if st is None:
-            raise HTTPError(404, f"service {name} is not managed")
-        return json_response(st.to_dict())
-
-    def _put_service(self, req: Request) -> Response:
-        self._check_token(req)
-        body = req.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "body must be a JSON object of scaler settings")
-        st = self._apply(req.params["service"], body)
-        return json_response(st.to_dict())
-
-    def _apply(self, name: str, changes: Mapping[str, Any]) -> ServiceState:
-        try:
-            return self.update_service(name, changes)
-        except PolicyError as exc:
-            raise HTTPError(400, str(exc)) from None
-
-    def routes(self) -> list[Route]:
-        """``/scaler/...`` routes. State switches via GET check the token in the handler."""
-        return [
-            Route("GET", "/scaler/json", self._get_all),
-            Route("GET", "/scaler/events/json", self._get_events),
-            Route("GET", "/scaler/{service}/json", self._get_service),
-            Route("PUT", "/scaler/{service}/json", self._put_service, mutating=True),
-        ]
 
 
 def _is_problem(d: Decision) -> bool:

@@ -1,6 +1,6 @@
 """``fastflow demo``: the collector, REST API, dashboard and scaler against a simulated swarm.
 
-No Docker and no agents needed: a :class:`fastflow.simulate.SimulatedSwarm` plays the swarm, the
+No Docker and no agents needed: a :class:`fastflow.sources.simulate.SimulatedSwarm` plays the swarm, the
 simulator sends hsflowd-shaped sFlow to the in-process collector on 127.0.0.1, and the scaler
 (driving the simulated swarm through the same interface it uses for Docker) sizes service
 ``apache`` while its demand rises and falls. The scaler's decisions print as the original post
@@ -48,9 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _run(args: argparse.Namespace, echo: _Echo) -> int:
-    from .config import Config
-    from .service import Service
-    from .simulate import SimulatedSwarm, Simulator, parse_demand, run, udp_sender
+    from fastflow.cli.config import Config
+    from fastflow.cli.run import Service
+    from fastflow.sources.simulate import SimulatedSwarm, Simulator, parse_demand, run, udp_sender
 
     polling = 10.0
     wall_poll = polling / args.speed

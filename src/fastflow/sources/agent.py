@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import encode as enc
+from fastflow import encode as enc
 
 __all__ = [
     "MAX_DATAGRAM", "DEFAULT_SUB_AGENT_ID", "Collector", "HostAgent", "HostReader", "CgroupReader",

@@ -1,6 +1,6 @@
 """The scaling policy: a pure function from (replicas, telemetry, time, history) to a decision.
 
-Nothing here talks to Docker or reads metrics; :mod:`fastflow.scaler` gathers a :class:`Telemetry`
+Nothing here talks to Docker or reads metrics; :mod:`fastflow.scaler.controller` gathers a :class:`Telemetry`
 for each managed service and applies the :class:`Decision`. That keeps the policy testable with a
 simulated load (see ``tests/test_scaler_policy.py``).
 

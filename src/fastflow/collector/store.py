@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._schema import COUNTER_BIT, COUNTER_DTYPE, COUNTER_RECORD_BY_NAME
+from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE, COUNTER_RECORD_BY_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Batch, Clock, StringView
+    from fastflow.collector.pipeline import Batch, Clock, StringView
 
 __all__ = ["GROUPS", "Ring", "Store"]
 
@@ -223,7 +223,7 @@ class Store:
         if not expire_after > 0:
             raise ValueError(f"expire_after must be > 0 seconds, got {expire_after}")
         if clock is None:
-            from .pipeline import LiveClock
+            from fastflow.collector.pipeline import LiveClock
 
             clock = LiveClock()
         self.depth = int(depth)

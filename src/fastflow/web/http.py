@@ -1,6 +1,6 @@
 """HTTP request/response types and routing shared by every module that serves REST endpoints.
 
-The server itself lives in :mod:`fastflow.api`; modules contribute :class:`Route` lists.
+The server itself lives in :mod:`fastflow.web.api`; modules contribute :class:`Route` lists.
 """
 
 from __future__ import annotations

@@ -40,8 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .flowfilter import (
-    KEYS,
+from fastflow.collector.flowfilter import (
     Filter,
     FilterError,
     KeyColumns,
@@ -50,7 +49,6 @@ from .flowfilter import (
     parse_filter,
     parse_keys,
 )
-from .http import HTTPError, Request, Response, Route, json_response
 
 __all__ = ["FlowEngine", "FlowDefinition", "FilterError", "VALUES"]
 
@@ -504,73 +502,3 @@ class FlowEngine:
                                      "samples": st[1], "lostSamples": st[2],
                                      "lastSequence": st[0]}
                                     for k, st in self._seq.items()]}
-
-    # -- REST -----------------------------------------------------------------------------------
-    def routes(self) -> list[Route]:
-        """The sFlow-RT flow endpoints (see README) as :class:`fastflow.http.Route` objects."""
-        return [
-            Route("GET", "/flowkeys/json", self._h_flowkeys),
-            Route("GET", "/flowstats/json", lambda r: json_response(self.stats())),
-            Route("GET", "/flow/json", lambda r: json_response(self.definitions())),
-            Route("GET", "/flow/{name}/json", self._h_get),
-            Route("PUT", "/flow/{name}/json", self._h_put, mutating=True),
-            Route("POST", "/flow/{name}/json", self._h_put, mutating=True),
-            Route("DELETE", "/flow/{name}/json", self._h_delete, mutating=True),
-            Route("GET", "/activeflows/{agents}/{name}/json", self._h_active),
-        ]
-
-    def _h_flowkeys(self, req: Request) -> Response:
-        return json_response({k: v.description for k, v in KEYS.items()})
-
-    def _h_get(self, req: Request) -> Response:
-        d = self.definition(req.params["name"])
-        if d is None:
-            raise HTTPError(404, f"no flow definition {req.params['name']!r}")
-        return json_response(d.spec())
-
-    def _h_put(self, req: Request) -> Response:
-        body = req.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "flow definition must be a JSON object "
-                                 '{"keys", "value", "filter", "t", "n"}')
-        unknown = set(body) - {"keys", "value", "filter", "t", "n", "fs", "log", "flowStart",
-                               "activeTimeout"}
-        if unknown:
-            raise HTTPError(400, f"unknown flow definition field(s): {', '.join(sorted(unknown))}")
-        if "keys" not in body:
-            raise HTTPError(400, "flow definition needs \"keys\"")
-        try:
-            d = self.define(req.params["name"], body["keys"], body.get("value", "bytes"),
-                            body.get("filter"), body.get("t", 2.0), body.get("n", 100))
-        except FilterError as exc:
-            raise HTTPError(400, str(exc)) from None
-        return json_response(d.spec())
-
-    def _h_delete(self, req: Request) -> Response:
-        if not self.delete(req.params["name"]):
-            raise HTTPError(404, f"no flow definition {req.params['name']!r}")
-        return Response(204)
-
-    def _h_active(self, req: Request) -> Response:
-        def num(name: str, default: float | None, cast: Callable[[str], float]) -> float | None:
-            v = req.arg(name)
-            if v is None or v == "":
-                return default
-            try:
-                out = cast(v)
-            except ValueError:
-                raise HTTPError(400, f"{name} must be a number, not {v!r}") from None
-            if not math.isfinite(out):
-                raise HTTPError(400, f"{name} must be finite")
-            return out
-        max_flows = num("maxFlows", None, int)
-        min_value = num("minValue", 0.0, float)
-        try:
-            out = self.active_flows(req.params["agents"], req.params["name"],
-                                    None if max_flows is None else int(max_flows),
-                                    float(min_value or 0.0), req.arg("aggMode", "max") or "max")
-        except KeyError:
-            raise HTTPError(404, f"no flow definition {req.params['name']!r}") from None
-        except FilterError as exc:
-            raise HTTPError(400, str(exc)) from None
-        return json_response(out)

@@ -86,8 +86,8 @@ class Config:
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
-    scaler: dict[str, Any] = field(default_factory=dict)   # owned by fastflow.scaler
-    flows: dict[str, Any] = field(default_factory=dict)    # owned by fastflow.flows
+    scaler: dict[str, Any] = field(default_factory=dict)   # owned by fastflow.scaler.controller
+    flows: dict[str, Any] = field(default_factory=dict)    # owned by fastflow.collector.flows
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"     # where the file part came from (for messages)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pcap import Capture
+    from fastflow.pcap import Capture
 
 __all__ = [
     "Batch",
@@ -148,7 +148,7 @@ class Pipeline:
 
     def __init__(self, sinks: Sequence[Sink], decoder: Any = None, clock: Clock | None = None) -> None:
         if decoder is None:
-            from .decode import Decoder
+            from fastflow.decode import Decoder
 
             decoder = Decoder()
         self.decoder = decoder

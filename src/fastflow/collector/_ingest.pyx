@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""recvmmsg(2) batch receiver for :class:`fastflow.ingest.UdpIngest` (Linux).
+"""recvmmsg(2) batch receiver for :class:`fastflow.collector.ingest.UdpIngest` (Linux).
 
 One :class:`Receiver` owns preallocated arrays for ``batch`` datagrams: a single ``uint8`` buffer of
 ``batch * slot`` bytes (datagram ``i`` lands at ``i * slot``), and per datagram offset, length,

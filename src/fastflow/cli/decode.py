@@ -115,7 +115,7 @@ def _text(obj: dict[str, Any], src: str, w: IO[str]) -> None:
 
 def _datagrams(path: Path, port: int | None) -> tuple[Iterator[tuple[float, str, bytes]], str]:
     """(datagram iterator, kind) for a capture, or for a small raw file as one datagram."""
-    from .pcap import PcapError, iter_datagrams
+    from fastflow.pcap import PcapError, iter_datagrams
 
     try:
         it = iter_datagrams(path, port=port)
@@ -137,9 +137,9 @@ def _datagrams(path: Path, port: int | None) -> tuple[Iterator[tuple[float, str,
 
 def main(args: argparse.Namespace) -> int:
     """Print the capture; returns the exit status."""
-    from ._pydecode import DecodeError, parse
-    from .decode import IMPLEMENTATION
-    from .pcap import PcapError
+    from fastflow._pydecode import DecodeError, parse
+    from fastflow.decode import IMPLEMENTATION
+    from fastflow.pcap import PcapError
 
     log.info("decoder implementation: %s", IMPLEMENTATION)
     path = Path(args.capture)

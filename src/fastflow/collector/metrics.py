@@ -1,7 +1,7 @@
 """sFlow-RT-style metrics computed vectorised over every data source of the store.
 
 Each metric is one numpy pass over a record group's ring rows (``virt``, ``host`` or ``if``; see
-:mod:`fastflow.store`): gauges are the newest sample's value; counters become per-second rates from
+:mod:`fastflow.collector.store`): gauges are the newest sample's value; counters become per-second rates from
 the last two samples of each data source; text metrics (host names, cpu state, ...) are integer codes
 resolved to text only where needed. A metric's vector covers all key slots and is cached for the
 store's current generation, so many queries between two batches cost one pass per metric.
@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ._schema import COUNTER_BIT, COUNTER_DTYPE
-from .store import Store
+from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE
+from fastflow.collector.store import Store
 
 __all__ = ["AGGREGATIONS", "METRICS", "MetricDef", "Metrics", "parse_metrics"]
 

@@ -13,18 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from fastflow import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "decode": ("fastflow.cmd_decode", "print every datagram of a capture (text or JSON lines)"),
-    "run": ("fastflow.service", "run the collector, metrics engine, REST API and scaler"),
-    "series": ("fastflow.cmd_series", "replay a capture through the engine and print a query over time"),
-    "replay": ("fastflow.replay", "re-send a capture's datagrams over UDP"),
-    "simulate": ("fastflow.simulate", "emit sFlow from a simulated swarm (UDP or pcap)"),
-    "agent": ("fastflow.hostagent", "a small Host sFlow-compatible agent for one Docker host"),
-    "demo": ("fastflow.demo", "collector + scaler + dashboard against a simulated swarm"),
-    "plot": ("fastflow.plot", "render a service chart from a capture to PNG"),
+    "decode": ("fastflow.cli.decode", "print every datagram of a capture (text or JSON lines)"),
+    "run": ("fastflow.cli.run", "run the collector, metrics engine, REST API and scaler"),
+    "series": ("fastflow.cli.series", "replay a capture through the engine and print a query over time"),
+    "replay": ("fastflow.sources.replay", "re-send a capture's datagrams over UDP"),
+    "simulate": ("fastflow.sources.simulate", "emit sFlow from a simulated swarm (UDP or pcap)"),
+    "agent": ("fastflow.sources.agent", "a small Host sFlow-compatible agent for one Docker host"),
+    "demo": ("fastflow.sources.demo", "collector + scaler + dashboard against a simulated swarm"),
+    "plot": ("fastflow.cli.plot", "render a service chart from a capture to PNG"),
 }
 
 LOG_FORMAT = "%(asctime)s %(levelname)s: %(message)s"

@@ -1,6 +1,6 @@
 """Docker swarm access for the scaler: read a service, list its running tasks, set its replicas.
 
-Blocking (docker SDK); :mod:`fastflow.scaler` calls it from a thread executor. Updates go through
+Blocking (docker SDK); :mod:`fastflow.scaler.controller` calls it from a thread executor. Updates go through
 the low-level ``APIClient.update_service`` with every part of the service's raw spec as read, so
 only ``Mode.Replicated.Replicas`` changes; an "update out of sequence" answer (another client
 changed the service between our read and our update) re-reads and retries a bounded number of times.

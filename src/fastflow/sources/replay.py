@@ -2,7 +2,7 @@
 
 Pacing: the capture's own timing scaled by ``--speed X`` (2 = twice as fast), a fixed ``--rate N``
 datagrams/s, or (default) as fast as the socket takes them. Sending goes through ``sendmmsg(2)``
-batches from Cython (``fastflow._replay``, GIL released), so one process offers hundreds of
+batches from Cython (``fastflow.sources._replay``, GIL released), so one process offers hundreds of
 thousands of datagrams per second.
 
 ``--loop K`` sends the capture K times (0 = until interrupted or ``--duration``). With
@@ -69,7 +69,7 @@ def connect_udp(host: str, port: int, sndbuf: int = 4 << 20) -> socket.socket:
 def send(sock: socket.socket, buf: np.ndarray | bytes, offsets: np.ndarray, lengths: np.ndarray,
          start: int = 0, stop: int = -1) -> tuple[int, int]:
     """Send datagrams start..stop-1 on a connected socket via sendmmsg; (sent, errors)."""
-    from ._replay import send_batch
+    from fastflow.sources._replay import send_batch
 
     sent, errors, _err = send_batch(sock.fileno(), buf, offsets, lengths, start, stop)
     return sent, errors
@@ -158,7 +158,7 @@ class SeqRewriter:
 
     def apply(self, buf: np.ndarray, loop: int) -> None:
         """Write loop ``loop``'s values into ``buf`` (a copy of the capture buffer)."""
-        from ._replay import put_be32
+        from fastflow.sources._replay import put_be32
 
         k = np.uint64(loop)
         for off, val, step in ((self.seq_off, self.seq_val, self.seq_step),
@@ -313,7 +313,7 @@ def _progress_bar(stream: object) -> Callable[[ReplayStats, int], None]:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``fastflow replay``."""
-    from . import pcap
+    from fastflow import pcap
 
     try:
         dest = parse_hostport(args.to)

@@ -11,12 +11,12 @@ Each service has a demand curve (CPU percent of one core in total, e.g. 300 = th
 ``sine:200:150:600`` (mean, amplitude, period), ``risefall:800:120`` (up to a peak and back over
 the given seconds) or ``csv:FILE`` (rows ``t,demand``, linear between rows). The demand is split
 across the service's *current* replicas, so per-container CPU and bytes fall when replicas rise.
-Replicas come from a :class:`SimulatedSwarm` (the same methods as ``fastflow.swarm.Swarm``, so the
+Replicas come from a :class:`SimulatedSwarm` (the same methods as ``fastflow.scaler.swarm.Swarm``, so the
 scaler can drive it) or from the real Docker engine (``--docker``: containers are the real tasks).
 
 Speed: datagrams are built from per-sample byte templates once per change of the container set;
 each tick patches the counters into one buffer with vectorised big-endian writes
-(``fastflow._replay.put_be32/put_be64``) and sends it with ``sendmmsg``. ``--speed`` compresses time.
+(``fastflow.sources._replay.put_be32/put_be64``) and sends it with ``sendmmsg``. ``--speed`` compresses time.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from . import encode as E
+from fastflow import encode as E
 
 log = logging.getLogger("fastflow.simulate")
 
@@ -100,7 +100,7 @@ def parse_demand(spec: str) -> DemandFn:
 
 
 # --------------------------------------------------------------------------------------------------
-# a simulated swarm with the scaler's backend interface (fastflow.swarm.Swarm)
+# a simulated swarm with the scaler's backend interface (fastflow.scaler.swarm.Swarm)
 # --------------------------------------------------------------------------------------------------
 def _task_id(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(25))
@@ -108,7 +108,7 @@ def _task_id(rng: random.Random) -> str:
 
 class SimulatedSwarm:
     """Replicated services in memory, offering ``read_service``, ``running_tasks`` and
-    ``set_replicas`` exactly like :class:`fastflow.swarm.Swarm`. Thread-safe."""
+    ``set_replicas`` exactly like :class:`fastflow.scaler.swarm.Swarm`. Thread-safe."""
 
     def __init__(self, services: dict[str, int], seed: int = 1) -> None:
         self._lock = threading.Lock()
@@ -143,7 +143,7 @@ class SimulatedSwarm:
             return self._replicas[name]
 
     def read_service(self, name: str) -> Any:
-        from .swarm import ServiceInfo, SwarmError
+        from fastflow.scaler.swarm import ServiceInfo, SwarmError
 
         with self._lock:
             if name not in self._replicas:
@@ -165,7 +165,7 @@ class SimulatedSwarm:
                     for slot, tid in sorted(tasks.items())]
 
     def set_replicas(self, name: str, replicas: int, expect_current: int | None = None) -> int:
-        from .swarm import SwarmError
+        from fastflow.scaler.swarm import SwarmError
 
         info = self.read_service(name)
         if self.before_update is not None:
@@ -186,13 +186,13 @@ class DockerTasks:
     """Container names from the real engine: the running tasks of the given services."""
 
     def __init__(self, services: Sequence[str], docker_host: str | None = None) -> None:
-        from .swarm import Swarm
+        from fastflow.scaler.swarm import Swarm
 
         self.swarm = Swarm.connect(docker_host)
         self.names = list(services)
 
     def task_names(self) -> list[str]:
-        from .swarm import SwarmError
+        from fastflow.scaler.swarm import SwarmError
 
         out: list[str] = []
         for name in self.names:
@@ -218,7 +218,7 @@ def _sample_with_offsets(src_type: int, src_index: int, records: list[dict[str, 
                          dynamic: dict[str, tuple[str, str]]) -> Template:
     """Encode an expanded counter sample; ``dynamic`` maps a field key to (record name, json name)
     whose offset is wanted. Offsets come from the schema's wire offsets."""
-    from ._schema import COUNTER_RECORD_BY_NAME
+    from fastflow._schema import COUNTER_RECORD_BY_NAME
 
     head = struct.pack(">IIIIII", 4, 0, 0, src_type, src_index, len(records))
     body = bytearray(head)
@@ -466,7 +466,7 @@ class Simulator:
     # ---- time
     def step(self, dt: float) -> Frame:
         """Advance simulated time by dt seconds and return the frame to send."""
-        from ._replay import put_be32, put_be64
+        from fastflow.sources._replay import put_be32, put_be64
 
         names = list(self.source.task_names()) + self._static
         if self.frame is None or names != self.names:
@@ -590,7 +590,7 @@ def run(sim: Simulator, interval: float, duration: float, speed: float = 1.0,
 
 def udp_sender(dest: tuple[str, int], interval_wall: float) -> Callable[[Frame, float], None]:
     """Send each frame to dest, spread over up to half the wall interval in slices."""
-    from .replay import connect_udp, send
+    from fastflow.sources.replay import connect_udp, send
 
     sock = connect_udp(*dest)
     stats = {"sent": 0, "errors": 0}
@@ -656,7 +656,7 @@ def main(args: argparse.Namespace) -> int:
     sim = Simulator(args.nodes, demands, source, seed=args.seed,
                     extra_containers=args.containers_per_node)
     if args.pcap:
-        from . import pcap
+        from fastflow import pcap
 
         out: list[tuple[float, bytes]] = []
         base = time.time()
@@ -669,7 +669,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastflow simulate: {ticks} ticks, {n} datagrams written to {args.pcap}",
               file=sys.stderr)
         return 0
-    from .replay import parse_hostport
+    from fastflow.sources.replay import parse_hostport
 
     try:
         dest = parse_hostport(args.to)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._schema import FLOW_BIT
+from fastflow._schema import FLOW_BIT
 
 __all__ = [
     "KEYS",

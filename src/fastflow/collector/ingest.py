@@ -2,7 +2,7 @@
 
 :class:`UdpIngest` binds a UDP socket (IPv4, IPv6, or dual-stack for ``"::"``), asks for a large
 receive buffer, and runs a receive thread that pulls up to ``batch`` datagrams per system call
-(``recvmmsg`` in :mod:`fastflow._ingest`; a ``recvfrom_into`` loop when that is not built) into one
+(``recvmmsg`` in :mod:`fastflow.collector._ingest`; a ``recvfrom_into`` loop when that is not built) into one
 preallocated buffer and hands each batch to ``on_batch(buf, offsets, lengths, ts, src)``:
 
 * ``buf``: ``uint8`` array; datagram ``i`` is ``buf[offsets[i] : offsets[i] + lengths[i]]``
@@ -37,7 +37,7 @@ __all__ = ["UdpIngest", "src_text", "OnBatch"]
 
 OnBatch = Callable[..., Any]
 
-_SO_RXQ_OVFL = 40       # Linux values, used when fastflow._ingest is not built
+_SO_RXQ_OVFL = 40       # Linux values, used when fastflow.collector._ingest is not built
 _SO_TIMESTAMPNS = 35
 _RCVTIMEO = 0.1         # seconds: how long stop() may wait for the receive thread to notice
 
@@ -224,9 +224,9 @@ class UdpIngest:
             self._rx = _PyReceiver(self.sock, self.batch, slot)
         else:
             try:
-                from fastflow._ingest import Receiver  # noqa: PLC0415
+                from fastflow.collector._ingest import Receiver  # noqa: PLC0415
             except ImportError:
-                log.info("fastflow._ingest not built; using the pure-Python receive loop")
+                log.info("fastflow.collector._ingest not built; using the pure-Python receive loop")
                 self._rx = _PyReceiver(self.sock, self.batch, slot)
             else:
                 self._rx = Receiver(self.sock.fileno(), self.batch, min(slot, 65536))

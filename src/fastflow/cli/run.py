@@ -27,17 +27,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .api import ApiServer, core_routes
-from .config import Config, ConfigError, load_config
-from .http import Route
+from fastflow import __version__
+from fastflow.cli.config import Config, ConfigError, load_config
+from fastflow.web import STATIC_DIR
+from fastflow.web.api import ApiServer, core_routes
+from fastflow.web.flows import flow_routes
+from fastflow.web.http import Route
+from fastflow.web.scaler import scaler_routes
 
 __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 
 log = logging.getLogger("fastflow.service")
 
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S%z"      # 2026-11-24T21:02:54+0000, as sFlow-RT logs
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 _FLOWS_ENGINE_KEYS = ("definition_ttl", "expire_factor", "max_definitions")
 
 
@@ -112,10 +114,10 @@ class Service:
     def _build(self) -> None:
         """Create every part (nothing is bound or started yet). Raises ConfigError/ImportError."""
         cfg = self.config
-        from .agentstats import AgentStats
-        from .metrics import Metrics
-        from .pipeline import LiveClock, Pipeline
-        from .store import Store
+        from fastflow.collector.agentstats import AgentStats
+        from fastflow.collector.metrics import Metrics
+        from fastflow.collector.pipeline import LiveClock, Pipeline
+        from fastflow.collector.store import Store
 
         clock = LiveClock()
         self.store = Store(depth=cfg.store.depth, expire_after=cfg.expire_after, clock=clock)
@@ -132,7 +134,7 @@ class Service:
         raw_metrics = Metrics(self.store, agentstats=self.agentstats, lock=self.pipeline.lock)
         self.metrics = LockedMetrics(raw_metrics, self.pipeline.lock)
         if self.want_scaler:
-            from .scaler import Scaler
+            from fastflow.scaler.controller import Scaler
 
             section = dict(cfg.scaler)
             if not section.get("token") and cfg.api.token:
@@ -147,7 +149,7 @@ class Service:
     @staticmethod
     def _flow_engine(section: dict[str, Any], clock: Any) -> Any:
         """A FlowEngine from the [flows] keys (numbers checked here: bad values are config errors)."""
-        from .flows import FlowEngine
+        from fastflow.collector.flows import FlowEngine
 
         unknown = sorted(set(section) - set(_FLOWS_ENGINE_KEYS))
         if unknown:
@@ -165,9 +167,9 @@ class Service:
         routes = core_routes(self.pipeline, self.metrics, agents, ingest_stats=self.ingest_stats,
                              started=self.started)
         if self.flows is not None:
-            routes += self.flows.routes()
+            routes += flow_routes(self.flows)
         if self.scaler is not None:
-            routes += self.scaler.routes()
+            routes += scaler_routes(self.scaler)
         return routes
 
     def ingest_stats(self) -> dict[str, Any]:
@@ -203,7 +205,7 @@ class Service:
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Bind the sFlow and HTTP ports, start the ingest thread and the scaler task."""
-        from .ingest import UdpIngest
+        from fastflow.collector.ingest import UdpIngest
 
         c, a = self.config.collector, self.config.api
         self.stop_event = asyncio.Event()

@@ -61,10 +61,10 @@ def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
 def collect(capture: str | Path, metrics: list[str], filters: dict[str, list[str]],
             step: float = 5.0) -> Series:
     """Replay ``capture`` through Pipeline/Store/Metrics and sample ``metrics`` every ``step`` s."""
-    from . import pcap
-    from .metrics import Metrics
-    from .pipeline import Pipeline, ReplayClock
-    from .store import Store
+    from fastflow import pcap
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
 
     cap = pcap.read(str(capture))
     if len(cap.ts) == 0:

@@ -1,6 +1,6 @@
 """The REST API: a small asyncio HTTP/1.1 server and fastflow's core, sFlow-RT compatible routes.
 
-:class:`ApiServer` serves a list of :class:`fastflow.http.Route` (contributed by this module, the
+:class:`ApiServer` serves a list of :class:`fastflow.web.http.Route` (contributed by this module, the
 scaler and the flows engine) plus, optionally, a directory of static files (the dashboard). It is
 deliberately small and defensive: keep-alive, ``Content-Length`` bodies only, a request size limit
 (413), a header timeout (408), HEAD, 404/405, percent-decoding of path segments and query strings,
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from . import __version__
-from .http import HTTPError, Request, Response, Route, error_response, json_response
+from fastflow import __version__
+from fastflow.web.http import HTTPError, Request, Response, Route, error_response, json_response
 
 __all__ = ["ApiServer", "core_routes", "prometheus_text", "MAX_REQUEST_BYTES"]
 
@@ -598,7 +598,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
                               "agents": len(agents_snapshot())})
 
     def errors_json(req: Request) -> Response:
-        from ._schema import REASONS
+        from fastflow._schema import REASONS
         errs = errors()
         kinds = _reason_kinds()
         return json_response({
@@ -653,7 +653,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
 
 
 def _reason_kinds() -> dict[str, str]:
-    from ._schema import REASONS
+    from fastflow._schema import REASONS
     return {name: kind for name, kind, _ in REASONS}
 
 

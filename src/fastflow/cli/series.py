@@ -60,10 +60,10 @@ def parse_filters(items: list[str]) -> dict[str, list[str]]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the replay and print the query at every step."""
-    from .metrics import Metrics, parse_metrics
-    from .pcap import read
-    from .pipeline import Pipeline, ReplayClock
-    from .store import Store
+    from fastflow.collector.metrics import Metrics, parse_metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
+    from fastflow.pcap import read
 
     try:
         filters = parse_filters(args.filter)

@@ -1,0 +1,1 @@
+"""The collector: ingest, pipeline, store, metrics, agent statistics, flows."""

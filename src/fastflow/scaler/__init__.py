@@ -1,0 +1,1 @@
+"""The scaler: pure policy decisions, the Docker swarm client, the controller."""

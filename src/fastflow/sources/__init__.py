@@ -1,0 +1,1 @@
+"""Traffic sources beside the pipeline: replay, simulate, the host agent, the demo."""
