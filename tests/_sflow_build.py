@@ -77,6 +77,21 @@ def flow_sample(records: Sequence[bytes], seq: int = 1, sid: int = 1, rate: int 
     return sample(3 if expanded else 1, body + b"".join(records) + padding)
 
 
+def discard_sample(records: Sequence[bytes], seq: int = 1, sid_type: int = 0, sid_index: int = 1,
+                   drops: int = 0, inp: int = 1, out: int = 2, reason: int = 258,
+                   num_records: int | None = None) -> bytes:
+    """A 0:5 discarded-packet event (sflow_drops.txt): expanded source, drops, input, output,
+    reason, then flow records."""
+    n = len(records) if num_records is None else num_records
+    body = u32(seq, sid_type, sid_index, drops, inp, out, reason, n)
+    return sample(5, body + b"".join(records))
+
+
+def if_name(name: bytes | str) -> bytes:
+    """A 0:1005 if_name counter record (string if_name<255>)."""
+    return record(1005, xdr_string(name))
+
+
 # ---- counter record bodies -----------------------------------------------------------------------
 def fixed_counter(name: str, values: Mapping[str, int | float] | None = None,
                   length: int | None = None) -> bytes:

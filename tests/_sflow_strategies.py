@@ -78,9 +78,14 @@ def _unknown_record(known: set[int]) -> st.SearchStrategy[dict[str, Any]]:
                      fmt, _hexbytes(0, 24))
 
 
-_FIXED = [r for r in COUNTER_RECORDS if r[0] not in (2000, 2001)]
+@st.composite
+def if_name(draw: st.DrawFn) -> dict[str, Any]:
+    return {"format": "0:1005", "name": "if_name", "if_name": draw(_xdr_text(255))}
+
+
+_FIXED = [r for r in COUNTER_RECORDS if r[0] not in (1005, 2000, 2001)]
 COUNTER_RECORD = st.one_of(
-    *[fixed_counter_record(r) for r in _FIXED], host_descr(), host_adapters(),
+    *[fixed_counter_record(r) for r in _FIXED], host_descr(), host_adapters(), if_name(),
     _unknown_record({r[0] for r in COUNTER_RECORDS}))
 
 
@@ -124,11 +129,18 @@ def _flow_record(draw: st.DrawFn) -> dict[str, Any]:
 FLOW_RECORD = st.one_of(_flow_record(), _unknown_record(set(FLOW_RECORDS)))
 
 
+def _source(stype: int, sidx: int) -> dict[str, Any]:
+    return {"source_id": f"{stype}:{sidx}", "source_id_type": stype, "source_id_index": sidx}
+
+
 @st.composite
 def sample(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["counters", "flow", "unknown", "discard"]))
-    if kind == "discard":
-        return {"type": "discard", "format": "0:5", "data": draw(_hexbytes(0, 32))}
+    if kind == "discard":  # 0:5: always the expanded source form, interface words as sent
+        return {"type": "discard", "format": "0:5", "sequence_number": draw(U32),
+                **_source(draw(U32), draw(U32)), "drops": draw(U32), "input": draw(U32),
+                "output": draw(U32), "reason": draw(U32),
+                "records": draw(st.lists(FLOW_RECORD, max_size=3))}
     if kind == "unknown":
         f = draw(st.one_of(st.tuples(st.just(0), st.integers(6, 4095)),
                            st.tuples(st.integers(1, 2**20 - 1), st.integers(0, 4095))))

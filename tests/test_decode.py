@@ -30,8 +30,10 @@ from _sflow_build import (
     flow_sample,
     frag_header,
     host_adapters,
+    discard_sample,
     host_descr,
     icmp,
+    if_name,
     ipv4,
     ipv6,
     record,
@@ -192,16 +194,59 @@ def test_trailing_bytes(decoder_cls: type) -> None:
     assert d.error_counts() == {"trailing_bytes": 1}
 
 
-def test_unknown_and_discard_samples_skipped(decoder_cls: type) -> None:
-    d = run(decoder_cls, datagram([sample(5, b"\0" * 20), sample(9, b"\1" * 8),
-                                   sample(1, b"", enterprise=4300),
+def test_unknown_samples_skipped(decoder_cls: type) -> None:
+    d = run(decoder_cls, datagram([sample(9, b"\1" * 8), sample(1, b"", enterprise=4300),
                                    counters_sample([], seq=3)]))
     assert d.n_counters == 1 and d.n_flows == 0
     assert d.datagrams[0]["status"] == 0  # skips do not set status
-    assert d.error_counts() == {"discard_event": 1, "unknown_sample": 2}
+    assert d.error_counts() == {"unknown_sample": 2}
 
 
-@pytest.mark.parametrize("number,fixed", [(1, 32), (2, 12), (3, 44), (4, 16)])
+def test_discard_event_is_a_flow_row(decoder_cls: type) -> None:
+    hdr = record(1, sampled_header(eth(ipv4(udp(53, 1053), proto=17)), frame_length=90))
+    d = run(decoder_cls, datagram([
+        discard_sample([hdr, record(1042, u32(7)), record(1001, extended_switch(5, 1, 6, 2))],
+                       seq=77,
+                       sid_type=0, sid_index=0x1234567, drops=9, inp=3, out=0x40000102,
+                       reason=258),
+        flow_sample([hdr], seq=5)]))
+    assert d.n_flows == 2 and d.n_counters == 0
+    ev, fl = d.flows[0], d.flows[1]
+    assert ev["discard"] == 1 and ev["discard_reason"] == 258
+    assert (ev["sequence_number"], ev["source_id_type"], ev["source_id_index"]) == (77, 0, 0x1234567)
+    assert ev["source_id"] == 0x234567  # index folded to 24 bits as for expanded flow samples
+    assert (ev["drops"], ev["input"], ev["output"]) == (9, 3, 0x40000102)  # words as sent
+    assert (ev["sampling_rate"], ev["sample_pool"], ev["expanded"]) == (1, 0, 0)
+    # records decode exactly as in a flow sample
+    assert (ev["src_port"], ev["dst_port"], ev["frame_length"], ev["src_vlan"]) == (53, 1053, 90, 5)
+    assert ev["mask"] == (1 << FLOW_BIT["sampled_header"]) | (1 << FLOW_BIT["extended_switch"])
+    assert fl["discard"] == 0 and fl["discard_reason"] == 0 and fl["sampling_rate"] == 100
+    assert d.datagrams[0]["n_flows"] == 2 and d.datagrams[0]["status"] == 0
+    assert d.error_counts() == {"unknown_record": 1}  # 0:1042 is not decoded; no discard_event
+
+
+def test_discard_event_too_short(decoder_cls: type) -> None:
+    d = run(decoder_cls, datagram([sample(5, b"\0" * 28), counters_sample([])]))
+    assert d.n_flows == 0 and d.n_counters == 1
+    assert d.error_counts() == {"sample_too_short": 1}
+
+
+def test_if_name_interned(decoder_cls: type) -> None:
+    ifc = record(1, fixed_counter("if_counters", {"if_index": 5}))
+    d = run(decoder_cls, datagram([counters_sample([if_name("docker0"), ifc], sid=5),
+                                   counters_sample([if_name("lo"), ifc], sid=1),
+                                   counters_sample([if_name("docker0")], sid=5),
+                                   counters_sample([if_name(""), ifc], sid=7),
+                                   counters_sample([record(1005, u32(300) + b"x" * 300)])]))
+    strings = d.strings()
+    c = d.counters
+    assert [strings[i] for i in c["ifname"]] == ["docker0", "lo", "docker0", "", ""]
+    bit = 1 << COUNTER_BIT["if_name"]
+    assert [int(m) & bit != 0 for m in c["mask"]] == [True, True, True, True, False]
+    assert d.error_counts() == {"record_too_short": 1}  # longer than if_name<255>
+
+
+@pytest.mark.parametrize("number,fixed", [(1, 32), (2, 12), (3, 44), (4, 16), (5, 32)])
 def test_sample_too_short(decoder_cls: type, number: int, fixed: int) -> None:
     d = run(decoder_cls, datagram([sample(number, b"\0" * (fixed - 4)), counters_sample([])]))
     assert d.n_counters == 1 and d.n_flows == 0
@@ -261,7 +306,7 @@ def test_flow_record_too_short(decoder_cls: type) -> None:
 
 
 def test_unknown_records_and_padding(decoder_cls: type) -> None:
-    recs = [record(1005, b"\0" * 12), record(1, b"\0" * 8, enterprise=9),
+    recs = [record(1006, b"\0" * 12), record(1, b"\0" * 8, enterprise=9),
             record(2101, fixed_counter("virt_cpu", {"state": 3}))]
     d = run(decoder_cls, datagram([counters_sample(recs, padding=b"\0" * 4)]))
     assert d.n_counters == 1 and d.counters[0]["vcpu_state"] == 3
@@ -294,13 +339,13 @@ def test_every_fixed_counter_record(decoder_cls: type) -> None:
     values = _distinct_values()
     recs = []
     for fmt, name, minlen, _fields in COUNTER_RECORDS:
-        if fmt in (2000, 2001):
+        if fmt in (1005, 2000, 2001):
             continue
         length = 80 if name == "host_cpu" else minlen
         recs.append(record(fmt, fixed_counter(name, values[name], length=length)))
     _d, r = one_counter(decoder_cls, *recs)
     for fmt, name, _minlen, fields in COUNTER_RECORDS:
-        if fmt in (2000, 2001):
+        if fmt in (1005, 2000, 2001):
             continue
         assert r["mask"] >> COUNTER_BIT[name] & 1, name
         for json_name, col, _off, typ in fields:
@@ -576,13 +621,14 @@ def test_decode_object_shape() -> None:
     dg = datagram([
         counters_sample([record(2000, host_descr("apache.1", u.bytes, 3, 2, "6.1.0")),
                          record(2001, host_adapters([(4, [bytes.fromhex("02fc00000001")])])),
-                         record(2003, cpu), record(1005, b"\x01\x02\x03\x04")],
+                         record(2003, cpu), record(1006, b"\x01\x02\x03\x04")],
                         expanded=True, sid_type=3, sid_index=100550, padding=b"\0" * 4),
         flow_sample([record(1, sampled_header(hdr, frame_length=1102, stripped=18)),
                      record(1002, extended_router("10.0.0.254", 8, 16) + b"\xee" * 4),
                      record(2, b"\0" * 8)],
                     expanded=True, sid_type=0, sid_index=1, inp=0x3FFFFFFF, out=1),
-        sample(5, b"\xab" * 4), sample(77, b""),
+        discard_sample([record(1, sampled_header(hdr))], seq=9, sid_index=3, drops=2, inp=4,
+                       out=0, reason=257), sample(77, b""),
     ], agent="192.0.2.2", sub=100000, seq=1, uptime=632, trailing=b"\x00\x01")
     o = fd.decode(dg, 1795554174.37)
     assert {k: o[k] for k in ("agent", "agent_address_type", "sub_agent_id", "sequence_number",
@@ -601,7 +647,7 @@ def test_decode_object_shape() -> None:
                   "adapters": [{"if_index": 4, "macs": ["02fc00000001"]}]}
     assert cp["load_one"] == 0.5 and cp["cpu_steal"] == 3 and cp["cpu_guest_nice"] == 0
     assert cp["extra"] == "00000000"
-    assert un == {"format": "0:1005", "name": "unknown", "data": "01020304"}
+    assert un == {"format": "0:1006", "name": "unknown", "data": "01020304"}
     assert (f["type"], f["format"], f["source_id"], f["sampling_rate"], f["sample_pool"],
             f["drops"], f["input"], f["output"], f["input_format"]) == \
         ("flow", "0:3", "0:1", 100, 1000, 0, 0x3FFFFFFF, 1, 0)
@@ -616,7 +662,12 @@ def test_decode_object_shape() -> None:
         ("10.0.0.254", 8, 16, "eeeeeeee")
     assert bad == {"format": "0:2", "name": "sampled_ethernet", "error": "record_too_short",
                    "data": "00" * 8}
-    assert disc == {"type": "discard", "format": "0:5", "data": "abababab"}
+    assert {k: v for k, v in disc.items() if k != "records"} == {
+        "type": "discard", "format": "0:5", "sequence_number": 9, "source_id": "0:3",
+        "source_id_type": 0, "source_id_index": 3, "drops": 2, "input": 4, "output": 0,
+        "reason": 257}
+    assert [r["name"] for r in disc["records"]] == ["sampled_header"]
+    assert disc["records"][0]["decoded"]["dst_port"] == 6343
     assert unk == {"type": "unknown", "format": "0:77", "data": ""}
 
 

@@ -68,7 +68,7 @@ def _built() -> list[bytes]:
               record(1001, extended_switch(1, 2, 3, 4)),
               record(1002, extended_router("10.0.0.1", 8, 24)),
               record(1003, extended_gateway("::9", 1, 2, 3, [(2, [4, 5])], [6], 7)),
-              record(1005, b"\0" * 8)]
+              record(1006, b"\0" * 8)]
     counters = [record(2000, host_descr("host-a")), record(2001, host_adapters([(1, [b"\1" * 6])])),
                 record(2003, fixed_counter("host_cpu", {"load_one": 1.5}, length=80)),
                 record(2004, fixed_counter("host_memory")),

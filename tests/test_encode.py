@@ -170,13 +170,28 @@ def test_host_cpu_tail_only_when_given() -> None:
     assert struct.unpack(">II", long[:8]) == (2003, 80) and len(long) == 88
 
 
-def test_unknown_and_discard_samples() -> None:
-    x = E.datagram("10.0.0.1", [E.unknown_sample("0:5", b"\0" * 8),
-                                E.unknown_sample("7:9", b"abcd"),
-                                E.counter_sample("0:1", [E.raw_record("0:1005", b"\0\0\0\1x\0\0\0")])])
+def test_unknown_samples_and_raw_records() -> None:
+    x = E.datagram("10.0.0.1", [E.unknown_sample("7:9", b"abcd"),
+                                E.counter_sample("0:1", [E.raw_record("0:1006", b"\0\0\0\1x\0\0\0")])])
     o = decode(E.encode_datagram(x))
-    assert [s["type"] for s in o["samples"]] == ["discard", "unknown", "counters"]
-    assert o["samples"][2]["records"][0]["data"] == "0000000178000000"
+    assert [s["type"] for s in o["samples"]] == ["unknown", "counters"]
+    assert o["samples"][1]["records"][0]["data"] == "0000000178000000"
+
+
+def test_discard_sample_and_if_name_round_trip() -> None:
+    hdr = E.sampled_header(bytes.fromhex("02000000000202000000000108004500"), frame_length=60)
+    x = E.datagram("10.0.0.1", [
+        E.discard_sample("0:7", [hdr], sequence_number=4, drops=3, input=2, output=0,
+                         reason=258),
+        E.counter_sample("0:5", [E.if_name("docker0"), E.if_counters(if_index=5)])])
+    raw = E.encode_datagram(x)
+    o = decode(raw)
+    ev, ctr = o["samples"]
+    assert (ev["type"], ev["format"], ev["source_id"], ev["sequence_number"], ev["drops"],
+            ev["input"], ev["output"], ev["reason"]) == ("discard", "0:5", "0:7", 4, 3, 2, 0, 258)
+    assert ev["records"][0]["frame_length"] == 60
+    assert ctr["records"][0] == {"format": "0:1005", "name": "if_name", "if_name": "docker0"}
+    assert E.encode_datagram(o) == raw  # decoded object -> the same bytes
 
 
 @pytest.mark.parametrize("bad", [

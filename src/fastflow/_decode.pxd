@@ -149,7 +149,8 @@ ctypedef struct Intern:
 # One fixed-layout counter field: wire offset in the record, column offset in the row, size 4 or 8.
 ctypedef struct CField:
     int32_t wire_off
-    int32_t col_off
+    int32_t col_off      # in the wide COUNTER_DTYPE row
+    int32_t col_off_n    # in the record's own RECORD_DTYPES row (columnar mode)
     int32_t size
 
 
@@ -157,12 +158,13 @@ ctypedef struct CField:
 ctypedef struct CRun:
     int32_t wire_off
     int32_t col_off
+    int32_t col_off_n
     int32_t count
     int32_t size
 
 
 # One known counter record. kind: 0 fixed layout (fields[first:first+count]), 1 host_descr,
-# 2 host_adapters. full_len: length that holds every field (no per-field checks needed).
+# 2 host_adapters, 3 if_name. full_len: length that holds every field (no per-field checks needed).
 ctypedef struct CRec:
     int32_t kind
     uint32_t min_len
@@ -184,10 +186,10 @@ ctypedef struct SampleCols:   # the columns counters and flows share
     int32_t source_id, source_id_type, source_id_index, mask, expanded
 
 ctypedef struct CtrCols:
-    int32_t hostname, uuid, machine_type, os_name, os_release, adapters
+    int32_t hostname, uuid, machine_type, os_name, os_release, adapters, ifname
 
 ctypedef struct FlowCols:
-    int32_t sampling_rate, sample_pool, drops, input, output
+    int32_t sampling_rate, sample_pool, drops, input, output, discard, discard_reason
     int32_t header_protocol, frame_length, stripped, header_length
     int32_t eth_src, eth_dst, eth_type, vlan, inner_vlan
     int32_t ip_version, ip_protocol, ip_src, ip_dst, ip_tos, ip_ttl, ip_length
@@ -195,6 +197,15 @@ ctypedef struct FlowCols:
     int32_t src_vlan, src_priority, dst_vlan, dst_priority
     int32_t nexthop, src_mask_len, dst_mask_len
     int32_t as_number, src_as, src_peer_as, dst_as, dst_peer_as, local_pref
+
+
+# A growable table of the columnar mode: ``cap + 1`` rows allocated (one spare, as for the fixed
+# tables of the row mode), ``n`` filled, ``size`` bytes per row. realloc moves big ones by mremap.
+ctypedef struct GBuf:
+    uint8_t *p
+    Py_ssize_t n
+    Py_ssize_t cap
+    Py_ssize_t size
 
 
 # Per-datagram context handed down the walk.
@@ -243,6 +254,12 @@ cdef class Decoder:
     cdef CRun _runs[256]
     cdef int _nrecs
 
+    cdef bint _columns             # columnar mode (ColumnDecoder): growable narrow tables
+    cdef bint _oom                 # a growable table could not grow (feed raises MemoryError)
+    cdef GBuf _gb[3]               # columnar mode: datagrams, counter samples, flows
+    cdef GBuf _rt[32]              # columnar mode: one table per counter record (by COUNTER_BIT)
+    cdef CtrCols _hcn              # hand-coded record columns in their own record tables
+
     cdef Intern _strings
     cdef Intern _agents
     cdef list _strings_text
@@ -251,13 +268,22 @@ cdef class Decoder:
     cdef inline void _err(self, int reason) noexcept nogil
     cdef int _intern(self, Intern *t, const uint8_t *key, uint32_t n, uint32_t *out) noexcept nogil
     cdef int _datagram(self, const uint8_t *p, Py_ssize_t n, double ts) noexcept nogil
+    cdef bint _grow(self, int which) noexcept nogil
     cdef int _counter_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
                              DgCtx *ctx) noexcept nogil
-    cdef int _flow_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
+    cdef int _flow_sample(self, const uint8_t *p, const uint8_t *end, int kind,
                           DgCtx *ctx) noexcept nogil
-    cdef bint _host_descr(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil
-    cdef bint _host_adapters(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil
+    cdef bint _host_descr(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                          uint32_t n) noexcept nogil
+    cdef bint _host_adapters(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                             uint32_t n) noexcept nogil
+    cdef bint _if_name(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                       uint32_t n) noexcept nogil
     cdef void _header(self, uint8_t *row, uint32_t proto, const uint8_t *h, uint32_t n) noexcept nogil
     cdef void _ipv4(self, uint8_t *row, const uint8_t *h, uint32_t n) noexcept nogil
     cdef void _ipv6(self, uint8_t *row, const uint8_t *h, uint32_t n) noexcept nogil
     cdef void _l4(self, uint8_t *row, uint8_t proto, const uint8_t *h, uint32_t n) noexcept nogil
+
+
+cdef class ColumnDecoder(Decoder):
+    cdef object _sizes

@@ -71,6 +71,7 @@ cdef enum:
     K_FIXED = 0
     K_HOST_DESCR = 1
     K_HOST_ADAPTERS = 2
+    K_IF_NAME = 3
 
 
 cdef inline uint64_t _mac(const uint8_t *p) noexcept nogil:
@@ -224,14 +225,7 @@ cdef class Decoder:
                           ("counter_capacity", counter_capacity), ("flow_capacity", flow_capacity)):
             if int(cap) < MIN_CAPACITY:
                 raise ValueError(f"{name} must be >= {MIN_CAPACITY}, got {cap}")
-            if int(cap) > (1 << 31):
-                raise ValueError(f"{name} must be < 2**31, got {cap}")
-        if not 2 <= int(max_interned) <= (1 << 31):
-            raise ValueError(f"max_interned must be in 2 .. 2**31, got {max_interned}")
-        self.datagram_capacity = int(datagram_capacity)
-        self.counter_capacity = int(counter_capacity)
-        self.flow_capacity = int(flow_capacity)
-        self.max_interned = int(max_interned)
+        self._setup(datagram_capacity, counter_capacity, flow_capacity, max_interned)
         # One spare row per table: a sample is decoded into row n even when n == capacity, and only
         # keeping it would overflow (so capacity is checked only for rows that are really kept).
         self._dg_arr = np.zeros(self.datagram_capacity + 1, _schema.DATAGRAM_DTYPE)
@@ -240,8 +234,21 @@ cdef class Decoder:
         self._dg = <uint8_t *><size_t>self._dg_arr.ctypes.data
         self._ctr = <uint8_t *><size_t>self._ctr_arr.ctypes.data
         self._flow = <uint8_t *><size_t>self._flow_arr.ctypes.data
-        self._dg_size = _schema.DATAGRAM_DTYPE.itemsize
         self._ctr_size = _schema.COUNTER_DTYPE.itemsize
+
+    def _setup(self, datagram_capacity, counter_capacity, flow_capacity, max_interned):
+        """What both layouts share: capacities, reason table, column offsets, intern tables."""
+        for name, cap in (("datagram_capacity", datagram_capacity),
+                          ("counter_capacity", counter_capacity), ("flow_capacity", flow_capacity)):
+            if int(cap) > (1 << 31):
+                raise ValueError(f"{name} must be < 2**31, got {cap}")
+        if not 2 <= int(max_interned) <= (1 << 31):
+            raise ValueError(f"max_interned must be in 2 .. 2**31, got {max_interned}")
+        self.datagram_capacity = int(datagram_capacity)
+        self.counter_capacity = int(counter_capacity)
+        self.flow_capacity = int(flow_capacity)
+        self.max_interned = int(max_interned)
+        self._dg_size = _schema.DATAGRAM_DTYPE.itemsize
         self._flow_size = _schema.FLOW_DTYPE.itemsize
         self.n_datagrams = self.n_counters = self.n_flows = 0
         memset(self._errors, 0, sizeof(self._errors))
@@ -265,8 +272,13 @@ cdef class Decoder:
         self._agents_text = [""]
 
     def __dealloc__(self):
+        cdef int i
         _intern_free(&self._strings)
         _intern_free(&self._agents)
+        for i in range(3):
+            free(self._gb[i].p)
+        for i in range(32):
+            free(self._rt[i].p)
 
     # ---------------------------------------------------------------------------------------------
     # construction helpers: column offsets and the counter-record table from the schema
@@ -278,11 +290,14 @@ cdef class Decoder:
         for name in ("ts", "agent", "sub_agent_id", "sequence_number", "uptime", "num_samples",
                      "n_counters", "n_flows", "length", "status", "agent_af"):
             (<int32_t *>&self._dc)[_DG_FIELDS.index(name)] = _col(d, name)
+        s = _schema.SAMPLE_DTYPE if self._columns else c
         for i, name in enumerate(_SAMPLE_FIELDS):
-            (<int32_t *>&self._cc)[i] = _col(c, name)
+            (<int32_t *>&self._cc)[i] = _col(s, name)
             (<int32_t *>&self._fc)[i] = _col(f, name)
         for i, name in enumerate(_HOST_FIELDS):
             (<int32_t *>&self._hc)[i] = _col(c, name)
+            owner = next(r[1] for r in _schema.COUNTER_RECORDS if any(x[1] == name for x in r[3]))
+            (<int32_t *>&self._hcn)[i] = _col(_schema.RECORD_DTYPES[owner], name)
         for i, name in enumerate(_FLOW_FIELDS):
             (<int32_t *>&self._f)[i] = _col(f, name)
 
@@ -302,8 +317,8 @@ cdef class Decoder:
             if not 0 <= fmt < 4096:
                 raise RuntimeError(f"counter record format {fmt} out of range")
             rec = &self._recs[idx]
-            rec.kind = {"host_descr": K_HOST_DESCR, "host_adapters": K_HOST_ADAPTERS}.get(
-                name, K_FIXED)
+            rec.kind = {"host_descr": K_HOST_DESCR, "host_adapters": K_HOST_ADAPTERS,
+                        "if_name": K_IF_NAME}.get(name, K_FIXED)
             rec.min_len = min_len
             rec.bit = 1u << _schema.COUNTER_BIT[name]
             rec.first = nf
@@ -320,6 +335,7 @@ cdef class Decoder:
                         raise RuntimeError("too many counter fields for the decoder's table")
                     self._fields[nf].wire_off = off
                     self._fields[nf].col_off = cdtype.fields[col][1]
+                    self._fields[nf].col_off_n = _schema.RECORD_DTYPES[name].fields[col][1]
                     self._fields[nf].size = size
                     rec.full_len = max(rec.full_len, off + size)
                     nf += 1
@@ -332,12 +348,14 @@ cdef class Decoder:
                 if rec.run_count:
                     run = &self._runs[nr - 1]
                     if (run.size == f.size and f.wire_off == run.wire_off + run.count * run.size
-                            and f.col_off == run.col_off + run.count * run.size):
+                            and f.col_off == run.col_off + run.count * run.size
+                            and f.col_off_n == run.col_off_n + run.count * run.size):
                         run.count += 1
                         continue
                 run = &self._runs[nr]
                 run.wire_off = f.wire_off
                 run.col_off = f.col_off
+                run.col_off_n = f.col_off_n
                 run.size = f.size
                 run.count = 1
                 nr += 1
@@ -377,7 +395,7 @@ cdef class Decoder:
                 raise ValueError(f"ts must be None, a float or a float64 array of length {n}")
             tsv = ts_a
             per_ts = True
-        if self._dg_arr is None:
+        if self._dg == NULL:
             raise RuntimeError("Decoder.__init__ was not called")
         if self._busy:
             raise RuntimeError("Decoder.feed called while another feed is running on it")
@@ -406,6 +424,8 @@ cdef class Decoder:
                 self._busy = False
         finally:
             PyBuffer_Release(&view)
+        if self._oom:
+            raise MemoryError("ColumnDecoder: a table could not grow; clear() before reuse")
         return k
 
     def feed_list(self, datagrams, ts=None) -> int:
@@ -419,24 +439,35 @@ cdef class Decoder:
 
     def clear(self) -> None:
         """Row counts back to 0 (the intern tables and error counts are kept)."""
+        cdef int i
         if self._busy:
             raise RuntimeError("Decoder.clear called while a feed is running on it")
         self.n_datagrams = self.n_counters = self.n_flows = 0
+        for i in range(32):
+            self._rt[i].n = 0
+        self._oom = False
 
     @property
     def datagrams(self):
         """View of the filled datagram rows (DATAGRAM_DTYPE); valid until the next feed/clear."""
+        self._rows_mode()
         return self._dg_arr[:self.n_datagrams]
 
     @property
     def counters(self):
         """View of the filled counter-sample rows (COUNTER_DTYPE)."""
+        self._rows_mode()
         return self._ctr_arr[:self.n_counters]
 
     @property
     def flows(self):
         """View of the filled flow-sample rows (FLOW_DTYPE)."""
+        self._rows_mode()
         return self._flow_arr[:self.n_flows]
+
+    def _rows_mode(self):
+        if self._columns:
+            raise TypeError("ColumnDecoder keeps its tables until take(); use take()")
 
     @property
     def errors(self):
@@ -566,7 +597,7 @@ cdef class Decoder:
         if hdr > n:
             self._errors[R_TRUNCATED_HEADER] += 1
             return 0
-        if self.n_datagrams >= self.datagram_capacity:
+        if self.n_datagrams >= self.datagram_capacity and not (self._columns and self._grow(0)):
             return 1
         self._dn = 0
         s0 = self._strings.n
@@ -605,10 +636,8 @@ cdef class Decoder:
             r = 0
             if sfmt == 2 or sfmt == 4:
                 r = self._counter_sample(body, pos, sfmt == 4, &ctx)
-            elif sfmt == 1 or sfmt == 3:
-                r = self._flow_sample(body, pos, sfmt == 3, &ctx)
-            elif sfmt == 5:
-                self._err(R_DISCARD_EVENT)
+            elif sfmt == 1 or sfmt == 3 or sfmt == 5:
+                r = self._flow_sample(body, pos, <int>(sfmt >> 1), &ctx)
             else:
                 self._err(R_UNKNOWN_SAMPLE)
             if r:
@@ -640,6 +669,28 @@ cdef class Decoder:
                 self._derr[j] = 0
         return 0
 
+    cdef bint _grow(self, int which) noexcept nogil:
+        """Columnar mode: double a growable table (0 datagrams, 1 samples, 2 flows, 3 + bit a
+        record table), keeping its spare row; False (and _oom set) when memory runs out."""
+        cdef GBuf *g = &self._gb[which] if which < 3 else &self._rt[which - 3]
+        cdef Py_ssize_t cap = g.cap * 2 if g.cap >= 1024 else 1024
+        cdef void *q = realloc(g.p, <size_t>(cap + 1) * <size_t>g.size)
+        if q == NULL:
+            self._oom = True
+            return False
+        g.p = <uint8_t *>q
+        g.cap = cap
+        if which == 0:
+            self._dg = g.p
+            self.datagram_capacity = cap
+        elif which == 1:
+            self._ctr = g.p
+            self.counter_capacity = cap
+        elif which == 2:
+            self._flow = g.p
+            self.flow_capacity = cap
+        return True
+
     cdef int _counter_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
                              DgCtx *ctx) noexcept nogil:
         """Decode a 0:2 / 0:4 sample into the next counter row; 1 on overflow."""
@@ -652,11 +703,16 @@ cdef class Decoder:
         cdef CRec *rec
         cdef CField *fld
         cdef CRun *run
+        cdef uint8_t *dst
+        cdef GBuf *gb
+        cdef const CtrCols *hc = &self._hcn if self._columns else &self._hc
+        cdef bint cols = self._columns, ok
         if end - p < fixed:
             self._err(R_SAMPLE_TOO_SHORT)
             return 0
         row = self._ctr + self.n_counters * self._ctr_size
-        memset(row, 0, self._ctr_size)
+        if not cols:
+            memset(row, 0, self._ctr_size)
         if expanded:
             styp = ff_be32(p + 4)
             sidx = ff_be32(p + 8)
@@ -672,6 +728,10 @@ cdef class Decoder:
         while r < nrec:
             if not ff_record(&q, end, &rfmt, &rlen):
                 self._err(R_RECORD_OVERRUN)
+                if cols:  # the sample is dropped: so are the record rows it added
+                    for k in range(self._nrecs):
+                        if mask >> k & 1:
+                            self._rt[k].n -= 1
                 return 0
             b = q
             q = b + rlen
@@ -684,43 +744,63 @@ cdef class Decoder:
             if rlen < rec.min_len:
                 self._err(R_RECORD_TOO_SHORT)
                 continue
+            # where the record's columns go: the wide row, or (columnar) a row of the record's
+            # own table: the next one, or the one this sample already added (a repeated record
+            # overwrites, as in the wide row). Every column of that row is written below.
+            dst = row
+            if cols:
+                gb = &self._rt[idx]
+                if mask & rec.bit:
+                    dst = gb.p + (gb.n - 1) * gb.size
+                else:
+                    if gb.n >= gb.cap and not self._grow(3 + idx):
+                        return 1
+                    dst = gb.p + gb.n * gb.size
+                    ff_st32(dst, <uint32_t>self.n_counters)
             if rec.kind == K_FIXED:
                 last = rec.first + rec.count
                 if rlen >= rec.full_len:
                     for k in range(rec.run_first, rec.run_first + rec.run_count):
                         run = &self._runs[k]
                         if run.size == 4:
-                            ff_run32(row + run.col_off, b + run.wire_off, run.count)
+                            ff_run32(dst + (run.col_off_n if cols else run.col_off),
+                                     b + run.wire_off, run.count)
                         else:
-                            ff_run64(row + run.col_off, b + run.wire_off, run.count)
+                            ff_run64(dst + (run.col_off_n if cols else run.col_off),
+                                     b + run.wire_off, run.count)
                 else:  # optional tail (host_cpu): fields past the record stay / become 0
                     for k in range(rec.first, last):
                         fld = &self._fields[k]
                         if <uint32_t>(fld.wire_off + fld.size) <= rlen:
                             if fld.size == 4:
-                                ff_cp32(row + fld.col_off, b + fld.wire_off)
+                                ff_cp32(dst + (fld.col_off_n if cols else fld.col_off),
+                                        b + fld.wire_off)
                             else:
-                                ff_cp64(row + fld.col_off, b + fld.wire_off)
+                                ff_cp64(dst + (fld.col_off_n if cols else fld.col_off),
+                                        b + fld.wire_off)
                         else:
-                            memset(row + fld.col_off, 0, fld.size)
-                mask |= rec.bit
+                            memset(dst + (fld.col_off_n if cols else fld.col_off), 0, fld.size)
+                ok = True
             elif rec.kind == K_HOST_DESCR:
-                if self._host_descr(row, b, rlen):
-                    mask |= rec.bit
-                else:
-                    self._err(R_RECORD_TOO_SHORT)
+                ok = self._host_descr(dst, hc, b, rlen)
+            elif rec.kind == K_HOST_ADAPTERS:
+                ok = self._host_adapters(dst, hc, b, rlen)
             else:
-                if self._host_adapters(row, b, rlen):
-                    mask |= rec.bit
-                else:
-                    self._err(R_RECORD_TOO_SHORT)
+                ok = self._if_name(dst, hc, b, rlen)
+            if not ok:
+                self._err(R_RECORD_TOO_SHORT)
+                continue
+            if cols and not (mask & rec.bit):
+                self._rt[idx].n += 1
+            mask |= rec.bit
         _sample_head(row, &self._cc, ctx, ff_be32(p), sid, styp, sidx, mask, expanded)
-        if self.n_counters >= self.counter_capacity:
+        if self.n_counters >= self.counter_capacity and not (cols and self._grow(1)):
             return 1
         self.n_counters += 1
         return 0
 
-    cdef bint _host_descr(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil:
+    cdef bint _host_descr(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                          uint32_t n) noexcept nogil:
         """host_descr (0:2000); False (nothing written) when it does not fit its record."""
         cdef ff_cur c
         cdef const uint8_t *host
@@ -744,14 +824,31 @@ cdef class Decoder:
         if rl and self._intern(&self._strings, rel, rl, &ri):
             ri = 0
             self._err(R_TABLE_FULL)
-        ff_st32(row + self._hc.hostname, hi)
-        memcpy(row + self._hc.uuid, uuid, 16)
-        ff_st32(row + self._hc.machine_type, mt)
-        ff_st32(row + self._hc.os_name, osn)
-        ff_st32(row + self._hc.os_release, ri)
+        ff_st32(row + hc.hostname, hi)
+        memcpy(row + hc.uuid, uuid, 16)
+        ff_st32(row + hc.machine_type, mt)
+        ff_st32(row + hc.os_name, osn)
+        ff_st32(row + hc.os_release, ri)
         return True
 
-    cdef bint _host_adapters(self, uint8_t *row, const uint8_t *p, uint32_t n) noexcept nogil:
+    cdef bint _if_name(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                       uint32_t n) noexcept nogil:
+        """if_name (0:1005): string if_name<255>, interned; False when it does not fit."""
+        cdef ff_cur c
+        cdef const uint8_t *name
+        cdef uint32_t nl, ni = 0
+        c.p = p
+        c.end = p + n
+        if not ff_opaque(&c, 255, &name, &nl):
+            return False
+        if nl and self._intern(&self._strings, name, nl, &ni):
+            ni = 0
+            self._err(R_TABLE_FULL)
+        ff_st32(row + hc.ifname, ni)
+        return True
+
+    cdef bint _host_adapters(self, uint8_t *row, const CtrCols *hc, const uint8_t *p,
+                             uint32_t n) noexcept nogil:
         """host_adapters (0:2001): the column is the adapter count; every adapter must fit."""
         cdef ff_cur c
         cdef uint32_t count, i, idx, macs
@@ -766,13 +863,16 @@ cdef class Decoder:
             if not ff_skip(&c, <uint64_t>macs * 8):
                 return False
             i += 1
-        ff_st32(row + self._hc.adapters, count)
+        ff_st32(row + hc.adapters, count)
         return True
 
-    cdef int _flow_sample(self, const uint8_t *p, const uint8_t *end, bint expanded,
+    cdef int _flow_sample(self, const uint8_t *p, const uint8_t *end, int kind,
                           DgCtx *ctx) noexcept nogil:
-        """Decode a 0:1 / 0:3 sample into the next flow row; 1 on overflow."""
+        """Decode a flow sample (kind 0: 0:1, 1: expanded 0:3) or a discarded-packet event (kind
+        2: 0:5, same records) into the next flow row; 1 on overflow."""
+        cdef bint expanded = kind == 1
         cdef Py_ssize_t fixed = 44 if expanded else 32
+        cdef uint32_t reason = 0
         cdef uint8_t *row
         cdef uint32_t sid, styp, sidx, nrec, r, rfmt, rlen, mask = 0
         cdef uint32_t rate, pool, drops, inp, outp, hlen, u, nseg, cnt, s, seg_first
@@ -798,6 +898,17 @@ cdef class Decoder:
             inp = (ff_be32(p + 24) << 30) | (ff_be32(p + 28) & 0x3FFFFFFF)
             outp = (ff_be32(p + 32) << 30) | (ff_be32(p + 36) & 0x3FFFFFFF)
             nrec = ff_be32(p + 40)
+        elif kind == 2:  # sequence, source (expanded form), drops, input, output, reason
+            styp = ff_be32(p + 4)
+            sidx = ff_be32(p + 8)
+            sid = ((styp & 0xFF) << 24) | (sidx & 0xFFFFFF)
+            rate = 1
+            pool = 0
+            drops = ff_be32(p + 12)
+            inp = ff_be32(p + 16)
+            outp = ff_be32(p + 20)
+            reason = ff_be32(p + 24)
+            nrec = ff_be32(p + 28)
         else:
             sid = ff_be32(p + 4)
             styp = sid >> 24
@@ -934,7 +1045,9 @@ cdef class Decoder:
         ff_st32(row + F.drops, drops)
         ff_st32(row + F.input, inp)
         ff_st32(row + F.output, outp)
-        if self.n_flows >= self.flow_capacity:
+        row[F.discard] = kind == 2
+        ff_st32(row + F.discard_reason, reason)
+        if self.n_flows >= self.flow_capacity and not (self._columns and self._grow(2)):
             return 1
         self.n_flows += 1
         return 0
@@ -1048,9 +1161,9 @@ _DG_FIELDS = ("ts", "agent", "sub_agent_id", "sequence_number", "uptime", "num_s
               "n_counters", "n_flows", "length", "status", "agent_af")
 _SAMPLE_FIELDS = ("ts", "agent", "sub_agent_id", "uptime", "dgram", "sequence_number",
                   "source_id", "source_id_type", "source_id_index", "mask", "expanded")
-_HOST_FIELDS = ("hostname", "uuid", "machine_type", "os_name", "os_release", "adapters")
+_HOST_FIELDS = ("hostname", "uuid", "machine_type", "os_name", "os_release", "adapters", "ifname")
 _FLOW_FIELDS = (
-    "sampling_rate", "sample_pool", "drops", "input", "output",
+    "sampling_rate", "sample_pool", "drops", "input", "output", "discard", "discard_reason",
     "header_protocol", "frame_length", "stripped", "header_length",
     "eth_src", "eth_dst", "eth_type", "vlan", "inner_vlan",
     "ip_version", "ip_protocol", "ip_src", "ip_dst", "ip_tos", "ip_ttl", "ip_length",
@@ -1059,3 +1172,137 @@ _FLOW_FIELDS = (
     "nexthop", "src_mask_len", "dst_mask_len",
     "as_number", "src_as", "src_peer_as", "dst_as", "dst_peer_as", "local_pref",
 )
+
+
+cdef class _Owner:
+    """Owns one malloc'd block and lends it out through the buffer protocol (numpy views of a
+    ColumnDecoder's tables keep it alive; the block is freed with the last view)."""
+    cdef uint8_t *p
+    cdef Py_ssize_t nbytes
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        self.shape[0] = self.nbytes
+        self.strides[0] = 1
+        view.buf = <void *>self.p
+        view.obj = self
+        view.len = self.nbytes
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __dealloc__(self):
+        free(self.p)
+
+
+cdef object _hand_over(GBuf *g, Py_ssize_t n, object dtype):
+    """The first ``n`` rows of ``g`` as a numpy array that owns them (shrunk to fit); ``g`` is left
+    empty (NULL, capacity 0)."""
+    cdef _Owner o = _Owner.__new__(_Owner)
+    cdef void *q
+    cdef size_t nbytes = <size_t>n * <size_t>g.size
+    if n == 0:
+        free(g.p)
+        g.p = NULL
+        g.n = g.cap = 0
+        return np.zeros(0, dtype)
+    q = realloc(g.p, nbytes)
+    o.p = <uint8_t *>(q if q != NULL else g.p)
+    o.nbytes = nbytes
+    g.p = NULL
+    g.n = g.cap = 0
+    return np.frombuffer(o, dtype, n)
+
+
+cdef class ColumnDecoder(Decoder):
+    """The columnar twin of :class:`Decoder` (the notebook path, ``read_pcap``): the same walk and
+    rules, into tables sized to the data that grow as needed instead of filling up.
+
+    Counter samples become narrow ``SAMPLE_DTYPE`` rows plus one ``RECORD_DTYPES[name]`` table per
+    record type present, linked by a ``sample`` column; datagrams and flows keep their dtypes.
+    ``feed`` takes every datagram (``MemoryError`` if a table cannot grow); :meth:`take` hands the
+    tables over (numpy arrays that own their memory, no copy) and starts new ones.
+    Capacities are first sizes (rows), e.g. estimated from a capture's size.
+    """
+
+    def __init__(self, datagram_capacity: int = 4096, sample_capacity: int = 8192,
+                 flow_capacity: int = 4096, *, max_interned: int = _schema.MAX_INTERNED) -> None:
+        cdef int i
+        self._columns = True
+        self._dg_arr = self._ctr_arr = self._flow_arr = None
+        caps = [max(int(datagram_capacity), 16), max(int(sample_capacity), 16),
+                max(int(flow_capacity), 16)]
+        self._setup(caps[0], caps[1], caps[2], max_interned)
+        sizes = (_schema.DATAGRAM_DTYPE.itemsize, _schema.SAMPLE_DTYPE.itemsize,
+                 _schema.FLOW_DTYPE.itemsize)
+        self._ctr_size = sizes[1]
+        for i in range(32):
+            free(self._rt[i].p)
+            self._rt[i].p = NULL
+            self._rt[i].n = self._rt[i].cap = 0
+        for i, (_fmt, name, _m, _f) in enumerate(_schema.COUNTER_RECORDS):
+            self._rt[i].size = _schema.RECORD_DTYPES[name].itemsize
+        self._sizes = caps
+        for i in range(3):
+            self._gb[i].size = sizes[i]
+        self._alloc_main()
+
+    def _alloc_main(self):
+        cdef int i
+        for i in range(3):
+            free(self._gb[i].p)
+            self._gb[i].cap = self._sizes[i]
+            self._gb[i].n = 0
+            self._gb[i].p = <uint8_t *>malloc(<size_t>(self._gb[i].cap + 1) * self._gb[i].size)
+            if self._gb[i].p == NULL:
+                raise MemoryError("ColumnDecoder: cannot allocate its tables")
+        self._dg = self._gb[0].p
+        self._ctr = self._gb[1].p
+        self._flow = self._gb[2].p
+        self.datagram_capacity = self._gb[0].cap
+        self.counter_capacity = self._gb[1].cap
+        self.flow_capacity = self._gb[2].cap
+
+    def take(self) -> dict:
+        """Hand the tables over and start empty ones (intern tables and error counts are kept).
+
+        Returns ``{"datagrams", "samples", "flows": arrays, "records": {name: array}}``, records
+        only for the types present. The arrays own their memory (no copy was made).
+        """
+        cdef int i
+        if self._busy:
+            raise RuntimeError("ColumnDecoder.take called while a feed is running on it")
+        out = {
+            "datagrams": _hand_over(&self._gb[0], self.n_datagrams, _schema.DATAGRAM_DTYPE),
+            "samples": _hand_over(&self._gb[1], self.n_counters, _schema.SAMPLE_DTYPE),
+            "flows": _hand_over(&self._gb[2], self.n_flows, _schema.FLOW_DTYPE),
+        }
+        records = {}
+        for i, (_fmt, name, _m, _f) in enumerate(_schema.COUNTER_RECORDS):
+            if self._rt[i].n:
+                records[name] = _hand_over(&self._rt[i], self._rt[i].n,
+                                           _schema.RECORD_DTYPES[name])
+        out["records"] = records
+        self.n_datagrams = self.n_counters = self.n_flows = 0
+        self._alloc_main()
+        self.clear()
+        return out
+
+    @property
+    def n_samples(self) -> int:
+        """Counter-sample rows held (the same count as ``n_counters``)."""
+        return self.n_counters
+
+    def record_counts(self) -> dict:
+        """Rows held per record table (types present only)."""
+        return {name: int(self._rt[i].n) for i, (_f, name, _m, _x)
+                in enumerate(_schema.COUNTER_RECORDS) if self._rt[i].n}

@@ -54,9 +54,10 @@ from fastflow._schema import (
     REASON_CODE,
     REASON_NAMES,
     REASONS,
+    split_counters,
 )
 
-__all__ = ["DecodeError", "Decoder", "parse"]
+__all__ = ["ColumnDecoder", "DecodeError", "Decoder", "parse"]
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
@@ -241,7 +242,9 @@ def _counter_record(fmt: int, rec: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"format": f"0:{fmt}", "name": name}
     if len(rec) < minlen:
         raise _Bad
-    if fmt == 2000:
+    if fmt == 1005:
+        off = _string(rec, 0, 255, "if_name", out)
+    elif fmt == 2000:
         off = _string(rec, 0, 64, "hostname", out)
         if off + 16 + 8 > len(rec):
             raise _Bad
@@ -387,16 +390,17 @@ def _record(word: int, rec: bytes, table: dict[int, Any], parser: Any,
 # Samples and datagrams
 # --------------------------------------------------------------------------------------------------
 _SAMPLE_KIND = {1: ("flow", False, 32), 2: ("counters", False, 12),
-                3: ("flow", True, 44), 4: ("counters", True, 16)}
+                3: ("flow", True, 44), 4: ("counters", True, 16), 5: ("discard", True, 32)}
 
 
 def _sample(word: int, body: bytes, errors: list[str]) -> dict[str, Any]:
     ent, fmt = word >> 12, word & 0xFFF
     if ent != 0 or fmt not in _SAMPLE_KIND:
-        kind = "discard" if (ent, fmt) == (0, 5) else "unknown"
-        return {"type": kind, "format": _fmt(word), "data": body.hex()}
+        return {"type": "unknown", "format": _fmt(word), "data": body.hex()}
     kind, expanded, fixed = _SAMPLE_KIND[fmt]
-    head: dict[str, Any] = {"type": kind, "expanded": expanded, "format": _fmt(word)}
+    head: dict[str, Any] = {"type": kind, "format": _fmt(word)}
+    if kind != "discard":  # a 0:5 event always carries the expanded source form
+        head["expanded"] = expanded
     n = len(body)
     if n < fixed:
         errors.append("sample_too_short")
@@ -419,6 +423,11 @@ def _sample(word: int, body: bytes, errors: list[str]) -> dict[str, Any]:
                    input_format=ifmt, output_format=ofmt)
         table: dict[int, Any] = FLOW_RECORDS
         parser: Any = _flow_record
+    elif kind == "discard":  # sflow_drops.txt: drops, input, output (ifIndex words), reason
+        out.update(drops=w[3], input=w[4], output=w[5], reason=w[6])
+        nrec = w[7]
+        table = FLOW_RECORDS
+        parser = _flow_record
     else:
         nrec = w[-1]
         table = COUNTER_RECORD_BY_FORMAT
@@ -661,7 +670,7 @@ class Decoder:
             return True
         samples = obj["samples"]
         nc = sum(1 for s in samples if s.get("type") == "counters" and "error" not in s)
-        nf = sum(1 for s in samples if s.get("type") == "flow" and "error" not in s)
+        nf = sum(1 for s in samples if s.get("type") in ("flow", "discard") and "error" not in s)
         if (self.n_datagrams + 1 > len(self._dg) or self.n_counters + nc > len(self._ct)
                 or self.n_flows + nf > len(self._fl)):
             return False  # nothing written: the caller flushes and feeds the rest
@@ -683,9 +692,6 @@ class Decoder:
         n_counters = n_flows = 0
         for s in samples:
             kind = s.get("type")
-            if kind == "discard":
-                note("discard_event")
-                continue
             if kind == "unknown":
                 note("unknown_sample")
                 continue
@@ -742,8 +748,15 @@ class Decoder:
         row["source_id"] = (stype & 0xFF) << 24 | (sidx & 0xFFFFFF)
         row["source_id_type"] = stype
         row["source_id_index"] = sidx
-        row["expanded"] = 1 if s["expanded"] else 0
-        if s["type"] == "flow":
+        row["expanded"] = 1 if s.get("expanded") else 0
+        if s["type"] == "discard":
+            row["sampling_rate"] = 1
+            row["drops"] = s["drops"]
+            row["input"] = s["input"]
+            row["output"] = s["output"]
+            row["discard"] = 1
+            row["discard_reason"] = s["reason"]
+        elif s["type"] == "flow":
             row["sampling_rate"] = s["sampling_rate"]
             row["sample_pool"] = s["sample_pool"]
             row["drops"] = s["drops"]
@@ -848,3 +861,70 @@ class Decoder:
                 row["dst_peer_as"] = path[0]["as"][0] if path and path[0]["as"] else 0
                 row["local_pref"] = r["local_pref"]
         row["mask"] = mask
+
+
+class ColumnDecoder(Decoder):
+    """Reference of the Cython ``ColumnDecoder``: the same walk (this module's :class:`Decoder`),
+    its wide rows split into the columnar tables with ``_schema.split_counters``; tables grow
+    instead of filling up, and :meth:`take` hands them over."""
+
+    def __init__(self, datagram_capacity: int = 4096, sample_capacity: int = 8192,
+                 flow_capacity: int = 4096) -> None:
+        super().__init__(_MIN_CAPACITY, _MIN_CAPACITY, _MIN_CAPACITY)
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._held = [0, 0, 0]
+
+    @property
+    def datagrams(self) -> np.ndarray:
+        raise TypeError("ColumnDecoder keeps its tables until take(); use take()")
+
+    counters = flows = datagrams
+
+    @property
+    def n_samples(self) -> int:
+        """Counter-sample rows held."""
+        return self._held[1] + self.n_counters
+
+    def _flush(self) -> None:
+        if self.n_datagrams:
+            self._parts.append((self._dg[: self.n_datagrams].copy(),
+                                self._ct[: self.n_counters].copy(), self._fl[: self.n_flows].copy()))
+            for i, n in enumerate((self.n_datagrams, self.n_counters, self.n_flows)):
+                self._held[i] += n
+        super().clear()
+
+    def feed(self, buf: Any, offsets: Any, lengths: Any, ts: Any = None) -> int:
+        """Decode every datagram (the tables grow); returns how many were given."""
+        offs = np.ascontiguousarray(offsets, np.int64).reshape(-1)
+        lens = np.ascontiguousarray(lengths, np.int64).reshape(-1)
+        tss = ts if ts is None or np.ndim(ts) == 0 else np.ascontiguousarray(ts, np.float64)
+        start, n = 0, int(offs.size)
+        while True:
+            part = tss[start:] if isinstance(tss, np.ndarray) else tss
+            k = super().feed(buf, offs[start:], lens[start:], part)
+            start += k
+            if start >= n:
+                return n
+            self._flush()
+
+    def clear(self) -> None:
+        """Drop every row held (intern tables and error counts are kept)."""
+        super().clear()
+        self._parts = []
+        self._held = [0, 0, 0]
+
+    def take(self) -> dict[str, Any]:
+        """The tables as in the Cython ``ColumnDecoder.take``; starts empty ones."""
+        self._flush()
+        parts = self._parts
+        base = 0
+        for p in parts:  # each part numbered its datagram rows from 0: renumber the links
+            p[1]["dgram"] += base
+            p[2]["dgram"] += base
+            base += len(p[0])
+        dg = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, DATAGRAM_DTYPE)
+        wide = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, COUNTER_DTYPE)
+        fl = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, FLOW_DTYPE)
+        samples, records = split_counters(wide)
+        self.clear()
+        return {"datagrams": dg, "samples": samples, "flows": fl, "records": records}

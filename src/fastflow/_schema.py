@@ -20,7 +20,7 @@ decoder's agent table. Both tables live as long as the decoder, so indices are s
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -44,7 +44,9 @@ REASONS: Final[tuple[tuple[str, str, str], ...]] = (
     ("trailing_bytes", "error", "bytes left after the declared samples; they are ignored"),
     ("unknown_sample", "skip", "sample type fastflow does not decode; skipped by its length"),
     ("unknown_record", "skip", "record type fastflow does not decode; skipped by its length"),
-    ("discard_event", "skip", "0:5 discarded-packet event; skipped by its length"),
+    # 0:5 discarded-packet events decode into flow rows (discard=1) since v0.2; the code stays so
+    # that the numbering is stable, and is no longer counted.
+    ("discard_event", "skip", "(unused) 0:5 discarded-packet events are decoded as flow rows"),
     ("table_full", "error", "string or agent table full; the string is recorded as absent"),
 )
 REASON_NAMES: Final[tuple[str, ...]] = tuple(r[0] for r in REASONS)
@@ -181,6 +183,9 @@ COUNTER_RECORDS: Final[tuple[CounterRecord, ...]] = (
     (2104, "virt_net_io", 40, _fixed("vnet_", (
         "rx_bytes:u64 rx_packets:u32 rx_errs:u32 rx_drop:u32 tx_bytes:u64 tx_packets:u32 "
         "tx_errs:u32 tx_drop:u32"))),
+    # if_name (port name, 0:1005): string if_name<255>; hsflowd sends it with every interface
+    # sample. Hand-coded (a string). Last in the tuple so the earlier mask bits keep their values.
+    (1005, "if_name", 4, (("if_name", "ifname", None, "str"),)),
 )
 
 COUNTER_RECORD_BY_FORMAT: Final[dict[int, CounterRecord]] = {r[0]: r for r in COUNTER_RECORDS}
@@ -218,6 +223,64 @@ def _counter_dtype() -> np.dtype:
 COUNTER_DTYPE: Final = _counter_dtype()
 
 # --------------------------------------------------------------------------------------------------
+# Columnar (narrow) counter tables: what ``read_pcap`` returns. Sized to the data: one
+# ``SAMPLE_DTYPE`` row per counter sample (the columns every sample has), plus one table per counter
+# record type actually present, ``RECORD_DTYPES[name]``: a ``sample`` column (row in the sample
+# table) and that record's columns only. A sample's record row exists exactly when its ``mask`` has
+# the record's bit, so the wide ``COUNTER_DTYPE`` row of a sample is the join of the two
+# (:func:`split_counters` / :func:`join_counters` convert; the tests hold the decoders to both).
+# --------------------------------------------------------------------------------------------------
+SAMPLE_COLUMNS: Final[tuple[str, ...]] = (
+    "ts", "agent", "sub_agent_id", "uptime", "dgram", "sequence_number", "source_id",
+    "source_id_type", "source_id_index", "mask", "expanded")
+SAMPLE_DTYPE: Final = np.dtype([(name, COUNTER_DTYPE.fields[name][0]) for name in SAMPLE_COLUMNS])
+
+
+def _record_dtype(fields: tuple[Field, ...]) -> np.dtype:
+    cols: list[tuple[str, Any]] = [("sample", "<u4")]  # row of the sample in the sample table
+    for _json, col, _off, _typ in fields:
+        cols.append((col, COUNTER_DTYPE.fields[col][0]))
+    return np.dtype(cols)
+
+
+RECORD_DTYPES: Final[dict[str, np.dtype]] = {r[1]: _record_dtype(r[3]) for r in COUNTER_RECORDS}
+
+
+def split_counters(wide: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Wide ``COUNTER_DTYPE`` rows -> (``SAMPLE_DTYPE`` rows, {record name: its rows}).
+
+    Only records present in some sample get a table (as the columnar decoder does).
+    """
+    samples = np.empty(len(wide), SAMPLE_DTYPE)
+    for name in SAMPLE_COLUMNS:
+        samples[name] = wide[name]
+    records: dict[str, np.ndarray] = {}
+    mask = wide["mask"]
+    for _fmt, name, _min, fields in COUNTER_RECORDS:
+        rows = np.flatnonzero(mask & np.uint32(1 << COUNTER_BIT[name]))
+        if len(rows) == 0:
+            continue
+        t = np.empty(len(rows), RECORD_DTYPES[name])
+        t["sample"] = rows
+        for _json, col, _off, _typ in fields:
+            t[col] = wide[col][rows]
+        records[name] = t
+    return samples, records
+
+
+def join_counters(samples: np.ndarray, records: dict[str, np.ndarray]) -> np.ndarray:
+    """The inverse of :func:`split_counters`: one wide ``COUNTER_DTYPE`` row per sample."""
+    wide = np.zeros(len(samples), COUNTER_DTYPE)
+    for name in SAMPLE_COLUMNS:
+        wide[name] = samples[name]
+    for name, t in records.items():
+        rows = t["sample"]
+        for col in t.dtype.names or ():
+            if col != "sample":
+                wide[col][rows] = t[col]
+    return wide
+
+# --------------------------------------------------------------------------------------------------
 # Flow samples
 # --------------------------------------------------------------------------------------------------
 FLOW_RECORDS: Final[dict[int, str]] = {
@@ -250,6 +313,8 @@ FLOW_DTYPE: Final = np.dtype(
         ("output", "<u4"),
         ("mask", "<u4"),             # 1 << FLOW_BIT[name] for each record present
         ("expanded", "u1"),
+        ("discard", "u1"),           # 1 for a 0:5 discarded-packet event, 0 for a flow sample
+        ("discard_reason", "<u4"),   # the event's drop reason (0 for flow samples)
         # sampled_header (first one in the sample wins)
         ("header_protocol", "<u4"),
         ("frame_length", "<u4"),     # header's frame_length; else sampled_ethernet / ipv4 / ipv6 length

@@ -28,7 +28,8 @@ from fastflow._schema import COUNTER_RECORD_BY_FORMAT, COUNTER_RECORD_BY_NAME, F
 
 __all__ = [
     "EncodeError", "encode_datagram", "encode_sample", "encode_counter_record", "encode_flow_record",
-    "datagram", "counter_sample", "flow_sample", "unknown_sample", "counter_record", "raw_record",
+    "datagram", "counter_sample", "flow_sample", "discard_sample", "unknown_sample", "counter_record",
+    "raw_record", "if_name",
     "if_counters", "ethernet_counters", "host_descr", "host_adapters", "host_parent", "host_cpu",
     "host_memory", "host_disk_io", "host_net_io", "virt_node", "virt_cpu", "virt_memory",
     "virt_disk_io", "virt_net_io", "sampled_header", "sampled_ethernet", "sampled_ipv4",
@@ -239,7 +240,11 @@ def encode_counter_record(rec: Mapping[str, Any]) -> bytes:
                           "'unknown' and 'data'")
     num = fmt & 0xFFF
     _f, name, min_len, fields = COUNTER_RECORD_BY_FORMAT[num]
-    if num == 2000:
+    if num == 1005:
+        ifname = _hex(rec["if_name_raw"], "if_name_raw") if "if_name_raw" in rec \
+            else rec.get("if_name", "")
+        body = _xdr_string(ifname, "if_name", 255, rec.get("if_name_pad"))
+    elif num == 2000:
         hostname = _hex(rec["hostname_raw"], "hostname_raw") if "hostname_raw" in rec \
             else rec.get("hostname", "")
         release = _hex(rec["os_release_raw"], "os_release_raw") if "os_release_raw" in rec \
@@ -375,10 +380,20 @@ def encode_sample(s: Mapping[str, Any]) -> bytes:
         if "format" not in s:
             return data
         return _u32(parse_format(s["format"])) + _u32(s.get("length", len(data)), "length") + data
-    if typ in ("unknown", "discard") or "error" in s:
+    if typ == "unknown" or "error" in s or (typ == "discard" and "data" in s):
         if "format" not in s:
             raise EncodeError(f"{typ or 'rejected'} sample needs 'format'")
         return _record(parse_format(s["format"]), _hex(s.get("data", ""), "sample data"))
+    if typ == "discard":  # 0:5 (sflow_drops.txt): expanded source, drops, input, output, reason
+        st, si = _source(s)
+        recs = s.get("records", [])
+        body = (_u32(s.get("sequence_number", 0), "sequence_number")
+                + _u32(st, "source_id_type") + _u32(si, "source_id_index")
+                + _u32(s.get("drops", 0), "drops") + _u32(s.get("input", 0), "input")
+                + _u32(s.get("output", 0), "output") + _u32(s.get("reason", 0), "reason")
+                + _u32(len(recs)) + b"".join(encode_flow_record(r) for r in recs)
+                + _hex(s.get("padding"), "sample padding"))
+        return _record(parse_format(s.get("format", "0:5")), body)
     if typ not in ("counters", "flow"):
         raise EncodeError(f"sample type {typ!r}: expected counters, flow, unknown or discard")
     if "format" in s:
@@ -479,13 +494,24 @@ def flow_sample(source_id: str | tuple[int, int], records: Iterable[Obj], sequen
             "output_format": output_format, "records": list(records)}
 
 
+def discard_sample(source_id: str | tuple[int, int], records: Iterable[Obj],
+                   sequence_number: int = 1, drops: int = 0, input: int = 0, output: int = 0,
+                   reason: int = 0) -> Obj:
+    """A 0:5 discarded-packet event (sflow_drops.txt): the flow records describe the dropped
+    packet; ``reason`` is the drop reason code (e.g. 258 acl), input/output ifIndex words."""
+    return {"type": "discard", "format": "0:5", "sequence_number": sequence_number,
+            **_sid_obj(source_id), "drops": drops, "input": input, "output": output,
+            "reason": reason, "records": list(records)}
+
+
 def unknown_sample(fmt: str, data: bytes) -> Obj:
-    """A sample fastflow does not decode (e.g. ``"0:5"`` discard events), carried as raw bytes."""
+    """A sample fastflow does not decode, carried as raw bytes (a ``"0:5"`` one stays a raw
+    discard sample: its body is not parsed)."""
     return {"type": "discard" if fmt == "0:5" else "unknown", "format": fmt, "data": data.hex()}
 
 
 def raw_record(fmt: str, data: bytes) -> Obj:
-    """A record carried as raw bytes (unknown to the decoder, e.g. ``"0:1005"``)."""
+    """A record carried as raw bytes (unknown to the decoder, e.g. ``"0:1006"``)."""
     return {"format": fmt, "name": "unknown", "data": data.hex()}
 
 
@@ -517,6 +543,11 @@ def counter_record(name: str, **fields: Any) -> Obj:
 def if_counters(**f: Any) -> Obj:
     """0:1 generic interface counters."""
     return counter_record("if_counters", **f)
+
+
+def if_name(name: str) -> Obj:
+    """0:1005 port name (hsflowd sends it with every interface's counters)."""
+    return {"format": "0:1005", "name": "if_name", "if_name": name}
 
 
 def ethernet_counters(**f: Any) -> Obj:
