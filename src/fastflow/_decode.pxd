@@ -199,12 +199,13 @@ ctypedef struct FlowCols:
     int32_t as_number, src_as, src_peer_as, dst_as, dst_peer_as, local_pref
 
 
-# A growable table of the columnar mode: ``cap + 1`` rows allocated (one spare, as for the fixed
+# A growable table of the columnar mode: ``vcap + 1`` rows allocated (one spare, as for the fixed
 # tables of the row mode), ``n`` filled, ``size`` bytes per row. realloc moves big ones by mremap.
 ctypedef struct GBuf:
     uint8_t *p
     Py_ssize_t n
-    Py_ssize_t cap
+    Py_ssize_t cap       # rows usable now (pre-faulted in steps, see _decode._grow)
+    Py_ssize_t vcap      # rows allocated (address space)
     Py_ssize_t size
 
 
