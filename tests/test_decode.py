@@ -6,6 +6,7 @@ from the builder's inputs, never from either decoder.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import struct
@@ -55,13 +56,40 @@ from fastflow._schema import (
     FLOW_DTYPE,
     N_REASONS,
     REASON_CODE,
+    RECORD_DTYPES,
+    SAMPLE_DTYPE,
+    split_counters,
 )
 
 
 def run(cls: type, *dgrams: bytes, ts: object = None, **kw: int):
     d = cls(**kw)
     assert d.feed_list(list(dgrams), ts=ts) == len(dgrams)
+    check_columnar(cls, d, list(dgrams), ts)
     return d
+
+
+def column_cls(cls: type) -> type:
+    """The columnar decoder of the same implementation as the row decoder ``cls``."""
+    return importlib.import_module(cls.__module__).ColumnDecoder  # type: ignore[no-any-return]
+
+
+def check_columnar(cls: type, d: Any, dgrams: list[bytes], ts: object = None) -> None:
+    """Every test of this suite holds the columnar decoder (read_pcap's) to the row decoder's
+    answer: the same datagrams and flows, and the counter rows split by record type."""
+    c = column_cls(cls)(16, 16, 16)
+    assert c.feed_list(dgrams, ts=ts) == len(dgrams)
+    t = c.take()
+    samples, records = split_counters(d.counters)
+    assert t["datagrams"].tobytes() == d.datagrams.tobytes()
+    assert t["flows"].tobytes() == d.flows.tobytes()
+    assert t["samples"].tobytes() == samples.tobytes()
+    assert sorted(t["records"]) == sorted(records)
+    for name, rows in records.items():
+        assert t["records"][name].dtype == RECORD_DTYPES[name]
+        assert t["records"][name].tobytes() == rows.tobytes(), name
+    assert c.strings() == d.strings() and c.agents() == d.agents()
+    assert c.error_counts() == d.error_counts()
 
 
 def ip16(text: str) -> list[int]:
@@ -581,8 +609,8 @@ def test_capacity_rollback(decoder_cls: type) -> None:
     assert list(d.counters["dgram"][[0, 2999, 3000]]) == [0, 0, 1]
     assert d.error_counts() == {}
     t = fd.decode_buffers(buf, offs, lens)
-    assert len(t.datagrams) == 3 and len(t.counters) == 6001
-    assert list(t.counters["dgram"][[0, 3000, 6000]]) == [0, 1, 2]
+    assert len(t.datagrams) == 3 and len(t.samples) == 6001
+    assert list(t.samples["dgram"][[0, 3000, 6000]]) == [0, 1, 2]
 
 
 def test_error_counts_accumulate(decoder_cls: type) -> None:
@@ -711,21 +739,31 @@ def test_record_fields_are_big_endian() -> None:
 
 
 # ---- public module helpers ---------------------------------------------------------------------
-def test_iter_tables_flushes_and_decode_buffers_renumbers(decoder_cls: type) -> None:
-    big = datagram([counters_sample([], seq=i) for i in range(2500)])
+def test_iter_tables_chunks_and_decode_buffers_in_one_pass(decoder_cls: type) -> None:
+    big = datagram([counters_sample([record(2101, fixed_counter("virt_cpu", {"state": i % 7}))],
+                                    seq=i) for i in range(2500)])
     blobs = [big, datagram(seq=2), big, big]
     buf = b"".join(blobs)
     lens = np.array([len(b) for b in blobs])
     offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    parts = [(len(t.datagrams), len(t.counters)) for t in
-             fd.iter_tables(buf, offs, lens, ts=5.0, decoder=decoder_cls(4096, 4096, 4096))]
-    assert parts == [(2, 2500), (1, 2500), (1, 2500)]
+    dec = column_cls(decoder_cls)()
+    parts = [(len(t.datagrams), len(t.samples), len(t.virt_cpu), t.errors) for t in
+             fd.iter_tables(buf, offs, lens, ts=5.0, chunk=3, decoder=dec)]
+    assert parts == [(3, 5000, 5000, {}), (1, 2500, 2500, {})]
     t = fd.decode_buffers(buf, offs, lens, ts=np.arange(4.0))
-    assert len(t.datagrams) == 4 and len(t.counters) == 7500
+    assert len(t.datagrams) == 4 and len(t.samples) == 7500 and list(t.records) == ["virt_cpu"]
     assert list(t.datagrams["ts"]) == [0.0, 1.0, 2.0, 3.0]
-    assert list(t.counters["dgram"][[0, 2500, 5000]]) == [0, 2, 3]
+    assert list(t.samples["dgram"][[0, 2500, 5000]]) == [0, 2, 3]
+    assert list(t.virt_cpu["sample"][[0, 7499]]) == [0, 7499]
+    assert list(t.virt_cpu["vcpu_state"][:8]) == [0, 1, 2, 3, 4, 5, 6, 0]
+    assert t.records["virt_cpu"] is t.virt_cpu and len(t.host_cpu) == 0  # absent: empty
+    # the wide form is the join of the two
+    assert len(t.counters) == 7500 and list(t.counters["vcpu_state"][:3]) == [0, 1, 2]
     empty = fd.decode_buffers(b"", [], [])
     assert len(empty.datagrams) == 0 and empty.counters.dtype == COUNTER_DTYPE
+    assert empty.samples.dtype == SAMPLE_DTYPE and empty.records == {}
+    with pytest.raises(AttributeError):
+        _ = t.not_a_record
 
 
 def test_to_pandas_without_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -733,8 +771,19 @@ def test_to_pandas_without_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
 
     t = fd.decode_buffers(datagram(), [0], [28])
     monkeypatch.setitem(sys.modules, "pandas", None)  # fault injection: pandas not installed
-    with pytest.raises(ImportError, match=r"fastflow\[pandas\]"):
+    with pytest.raises(ImportError, match=r"pip install pandas"):
         t.to_pandas()
+
+
+def test_to_arrow_without_pyarrow(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import sys
+
+    t = fd.decode_buffers(datagram(), [0], [28])
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # fault injection: the extra not installed
+    with pytest.raises(ImportError, match=r"fastflow\[arrow\]"):
+        t.to_arrow()
+    with pytest.raises(ImportError, match=r"fastflow\[arrow\]"):
+        t.to_parquet(tmp_path)
 
 
 def test_fallback_when_extension_missing() -> None:

@@ -423,17 +423,51 @@ def test_gopacket_sampled_ethernet(decoder_cls: type, corpus: Path) -> None:
 
 def test_read_pcap_notebook_api(corpus: Path) -> None:
     t = fd.read_pcap(corpus / "hsflowd" / "docker-swarm.pcap")
-    assert (len(t.datagrams), len(t.counters), len(t.flows)) == (124, 261, 25)
-    assert t.errors == {"unknown_record": 123} and t.agents[1] == "192.0.2.2"
+    assert (len(t.datagrams), len(t.samples), len(t.flows)) == (124, 261, 25)
+    assert t.errors == {"unknown_record": 25} and t.agents[1] == "192.0.2.2"
     assert "vm" in t.strings
     assert t.datagrams["ts"][0] > 1.7e9
+    # one table per record type present, each row linked to its sample
+    assert {k: len(v) for k, v in t.records.items() if k.startswith("virt")} == {
+        "virt_node": 49, "virt_cpu": 114, "virt_memory": 114, "virt_disk_io": 114,
+        "virt_net_io": 114}
+    assert sorted(set(t.text(t.if_name["ifname"]))) == ["docker0", "lo"]
+    s = t.samples[t.virt_cpu["sample"]]
+    assert np.all(s["mask"] & (1 << COUNTER_BIT["virt_cpu"]))
+    assert np.all(s["source_id_type"] == 3)  # hsflowd: containers are data source class 3
+    # the tables cost what the data costs: well under the capture's sFlow payload
+    nbytes = sum(a.nbytes for a in (t.datagrams, t.samples, t.flows, *t.records.values()))
+    assert nbytes < sum(int(n) for n in t.datagrams["length"])
     pd = pytest.importorskip("pandas")
     frames = t.to_pandas()
-    assert isinstance(frames["counters"], pd.DataFrame)
-    c = frames["counters"]
+    assert isinstance(frames["samples"], pd.DataFrame)
+    c = frames["samples"]
     assert set(c["agent"]) == {"192.0.2.2"}
-    assert "vm" in set(c["hostname"]) and c["records"].str.contains("host_cpu").any()
+    assert c["records"].str.contains("host_cpu").any()
+    hd = frames["host_descr"]
+    assert "vm" in set(hd["hostname"]) and set(hd["agent"]) == {"192.0.2.2"}
+    assert set(frames["if_name"]["ifname"]) == {"docker0", "lo"}
     assert set(frames["flows"]["ip_src"]) == {"127.0.0.1"}
+
+
+def test_read_pcap_to_arrow_and_parquet(corpus: Path, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    t = fd.read_pcap(corpus / "hsflowd" / "docker-swarm.pcap")
+    tabs = t.to_arrow()
+    assert list(tabs) == t.table_names()
+    vc = tabs["virt_cpu"]
+    assert vc.num_rows == 114 and vc.column("vcpu_cpu_time").type == pa.uint32()
+    assert vc.column("agent").type == pa.dictionary(pa.int32(), pa.string())
+    assert set(vc.column("agent").to_pylist()) == {"192.0.2.2"}
+    hd = tabs["host_descr"]
+    assert "vm" in set(hd.column("hostname").to_pylist())
+    assert hd.column("uuid").type == pa.binary(16)
+    assert tabs["flows"].column("ip_src").type == pa.binary(16)
+    paths = t.to_parquet(tmp_path)
+    assert sorted(p.name for p in paths) == sorted(f"{n}.parquet" for n in t.table_names())
+    back = pq.read_table(tmp_path / "virt_cpu.parquet")
+    assert back.column("vcpu_cpu_time").to_pylist() == list(t.virt_cpu["vcpu_cpu_time"])
 
 
 def test_objects_reencode_byte_identical(corpus: Path) -> None:
