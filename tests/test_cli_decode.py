@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _sflow_build import counters_sample, datagram, record
+from _sflow_build import counters_sample, datagram, discard_sample, record, u32
 
 REQUIRED = {"agent", "sub_agent_id", "sequence_number", "uptime", "timestamp", "samples"}
 
@@ -64,6 +64,36 @@ def test_text_format(swarm_pcap: Path) -> None:
     assert "agent 192.0.2.2" in out and "sysUpTime 632" in out
     assert "sampleType COUNTERSSAMPLE" in out and "sampleType FLOWSAMPLE" in out
     assert "counterBlock_tag 0:2100" in out and "mhz 2445" in out and "hostname vm" in out
+
+
+def test_text_if_name_matches_sflowtool(swarm_pcap: Path) -> None:
+    """0:1005 records print as sflowtool does (``ifName docker0``), the same lines in order."""
+    r = cli("decode", str(swarm_pcap))
+    assert r.returncode == 0, r.stderr
+    ours = [x for x in r.stdout.splitlines() if x.startswith("ifName ")]
+    dump = swarm_pcap.with_name("docker-swarm.sflowtool.txt").read_text().splitlines()
+    theirs = [x for x in dump if x.startswith("ifName ")]
+    assert len(theirs) == 98 and ours == theirs
+    assert "unknown_record=25" in r.stderr  # only hsflowd's 0:1043 flow records are left
+
+
+def test_discard_event_text_and_json(tmp_path: Path) -> None:
+    hdr = record(1, u32(1, 64, 4, 14) + bytes(range(14)) + b"\0\0")
+    p = tmp_path / "drop.bin"
+    p.write_bytes(datagram([discard_sample([hdr], seq=5, sid_index=3, drops=2, inp=7, out=0,
+                                           reason=258)]))
+    r = cli("decode", str(p))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    for line in ("sampleType_tag 0:5", "sampleType DISCARDSAMPLE", "sampleSequenceNo 5",
+                 "sourceId 0:3", "dropEvents 2", "inputPort 7", "outputPort 0",
+                 "discardCode 258", "flowBlock_tag 0:1", "frame_length 64"):
+        assert line in out, line
+    r = cli("decode", str(p), "--format", "json")
+    (o,) = [json.loads(x) for x in r.stdout.splitlines()]
+    s = o["samples"][0]
+    assert (s["type"], s["reason"], s["records"][0]["name"]) == ("discard", 258, "sampled_header")
+    assert r.stderr.endswith("1 datagrams, 0 rejected\n")  # no skip reason counted
 
 
 def test_implementation_choice(swarm_pcap: Path) -> None:

@@ -89,15 +89,18 @@ def _text(obj: dict[str, Any], src: str, w: IO[str]) -> None:
         for key, label in (("sequence_number", "sampleSequenceNo"), ("source_id", "sourceId"),
                            ("sampling_rate", "meanSkipCount"), ("sample_pool", "samplePool"),
                            ("drops", "dropEvents"), ("input", "inputPort"),
-                           ("output", "outputPort")):
+                           ("output", "outputPort"), ("reason", "discardCode")):
             if key in s:
                 lines.append(f"{label} {s[key]}")
         for key in ("input_format", "output_format"):
             if s.get(key):
                 lines.append(f"{key} {s[key]}")
-        tag = "flowBlock_tag" if s.get("type") == "flow" else "counterBlock_tag"
+        tag = "counterBlock_tag" if s.get("type") == "counters" else "flowBlock_tag"
         for r in s.get("records", ()):
             lines.append(f"{tag} {r['format']}")
+            if r.get("name") == "if_name" and "error" not in r:  # as sflowtool prints it
+                lines.append(f"ifName {r['if_name']}")
+                continue
             pairs: list[tuple[str, Any]] = []
             _flat("", {k: v for k, v in r.items() if k != "format"}, pairs)
             lines += [f"{k} {v}" for k, v in pairs]
@@ -177,8 +180,8 @@ def main(args: argparse.Namespace) -> int:
                 obj["source"] = src
                 reasons.update(obj["errors"])
                 for s in obj["samples"]:
-                    if s.get("type") in ("discard", "unknown"):
-                        reasons["discard_event" if s["type"] == "discard" else "unknown_sample"] += 1
+                    if s.get("type") == "unknown":
+                        reasons["unknown_sample"] += 1
                     for r in s.get("records", ()):
                         if r.get("name") == "unknown":
                             reasons["unknown_record"] += 1
