@@ -22,6 +22,7 @@ from _sflow_build import (
     MAC_B,
     counters_sample,
     datagram,
+    discard_sample,
     eth,
     ext_header,
     extended_gateway,
@@ -31,7 +32,6 @@ from _sflow_build import (
     flow_sample,
     frag_header,
     host_adapters,
-    discard_sample,
     host_descr,
     icmp,
     if_name,
@@ -771,7 +771,7 @@ def test_to_pandas_without_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
 
     t = fd.decode_buffers(datagram(), [0], [28])
     monkeypatch.setitem(sys.modules, "pandas", None)  # fault injection: pandas not installed
-    with pytest.raises(ImportError, match=r"pip install pandas"):
+    with pytest.raises(ImportError, match=r"fastflow\[pandas\]"):
         t.to_pandas()
 
 

@@ -233,13 +233,14 @@ COUNTER_DTYPE: Final = _counter_dtype()
 SAMPLE_COLUMNS: Final[tuple[str, ...]] = (
     "ts", "agent", "sub_agent_id", "uptime", "dgram", "sequence_number", "source_id",
     "source_id_type", "source_id_index", "mask", "expanded")
-SAMPLE_DTYPE: Final = np.dtype([(name, COUNTER_DTYPE.fields[name][0]) for name in SAMPLE_COLUMNS])
+_COUNTER_FIELDS: Final[Any] = COUNTER_DTYPE.fields
+SAMPLE_DTYPE: Final = np.dtype([(name, _COUNTER_FIELDS[name][0]) for name in SAMPLE_COLUMNS])
 
 
 def _record_dtype(fields: tuple[Field, ...]) -> np.dtype:
     cols: list[tuple[str, Any]] = [("sample", "<u4")]  # row of the sample in the sample table
     for _json, col, _off, _typ in fields:
-        cols.append((col, COUNTER_DTYPE.fields[col][0]))
+        cols.append((col, _COUNTER_FIELDS[col][0]))
     return np.dtype(cols)
 
 
@@ -273,7 +274,7 @@ def join_counters(samples: np.ndarray, records: dict[str, np.ndarray]) -> np.nda
     wide = np.zeros(len(samples), COUNTER_DTYPE)
     for name in SAMPLE_COLUMNS:
         wide[name] = samples[name]
-    for name, t in records.items():
+    for t in records.values():
         rows = t["sample"]
         for col in t.dtype.names or ():
             if col != "sample":

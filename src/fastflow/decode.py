@@ -35,12 +35,9 @@ from fastflow._pydecode import DecodeError
 from fastflow._schema import (
     COUNTER_BIT,
     COUNTER_RECORDS,
-    DATAGRAM_DTYPE,
     FLOW_BIT,
-    FLOW_DTYPE,
     IPV4_MAPPED_PREFIX,
     RECORD_DTYPES,
-    SAMPLE_DTYPE,
     join_counters,
 )
 
@@ -156,7 +153,7 @@ class Tables:
         try:
             import pandas as pd
         except ImportError as e:
-            raise ImportError("Tables.to_pandas() needs pandas: pip install pandas") from e
+            raise ImportError("Tables.to_pandas() needs pandas: pip install 'fastflow[pandas]'") from e
         out: dict[str, pandas.DataFrame] = {}
         for table in self.table_names():
             cols: dict[str, Any] = {}
