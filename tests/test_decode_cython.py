@@ -553,3 +553,68 @@ def test_fuzz_mutated_real_datagrams(swarm: list[bytes], corpus: Path, data: st.
     assert d.feed_list(dgs) == len(dgs)
     _invariants(d, len(dgs))
     _compare_reference(d, dgs)
+
+
+# --------------------------------------------------------------------------------------------------
+# ColumnDecoder: growth, hand-over, memory
+# --------------------------------------------------------------------------------------------------
+def test_column_decoder_grows_and_hands_over(swarm: list[bytes]) -> None:
+    """From the smallest first sizes, 400 copies of the capture grow every table many times (and
+    move them); take() gives owned arrays equal to the row decoder's, then starts empty ones."""
+    from fastflow._decode import ColumnDecoder
+
+    batch = swarm * 400
+    c = ColumnDecoder(1, 1, 1)
+    assert c.feed_list(batch) == len(batch)
+    assert c.n_datagrams == len(batch) and c.n_samples == c.n_counters
+    counts = c.record_counts()
+    t = c.take()
+    assert {k: len(v) for k, v in t["records"].items()} == counts
+    d = Decoder(len(batch), len(batch) * 3, len(batch))
+    assert d.feed_list(batch) == len(batch)
+    samples, records = _schema.split_counters(d.counters)
+    assert t["samples"].tobytes() == samples.tobytes()
+    assert t["datagrams"].tobytes() == d.datagrams.tobytes()
+    assert t["flows"].tobytes() == d.flows.tobytes()
+    for name, rows in records.items():
+        assert t["records"][name].tobytes() == rows.tobytes(), name
+    del c  # the arrays own their memory: still readable, and writable
+    assert t["samples"].flags.writeable and int(t["samples"]["dgram"][-1]) == len(batch) - 1
+    t["samples"]["mask"][0] = 0
+    c2 = ColumnDecoder()
+    c2.feed_list(swarm)
+    first = c2.take()
+    again = c2.take()
+    assert len(first["datagrams"]) == len(swarm) and len(again["datagrams"]) == 0
+    assert again["records"] == {} and again["samples"].dtype == _schema.SAMPLE_DTYPE
+    with pytest.raises(TypeError):
+        _ = c2.counters  # the columnar decoder has no row views
+
+
+def test_column_decoder_out_of_memory_is_an_error_not_a_crash(swarm_pcap: Path) -> None:
+    """Fault injection: an address-space limit makes a table unable to grow; feed raises
+    MemoryError (in a subprocess, so the limit stays there)."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, sys
+        from fastflow import pcap
+        from fastflow._decode import ColumnDecoder
+        cap = pcap.read(sys.argv[1])
+        bufs = [cap.datagram(i) for i in range(len(cap))] * 20000
+        used = int(open("/proc/self/statm").read().split()[0]) * 4096
+        resource.setrlimit(resource.RLIMIT_AS,
+                           (used + (64 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            ColumnDecoder(16, 16, 16).feed_list(bufs)
+        except MemoryError as e:
+            print("MemoryError", e)
+        else:
+            print("no error")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
+    p = subprocess.run([sys.executable, "-c", code, str(swarm_pcap)], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("MemoryError"), p.stdout + p.stderr[-2000:]
