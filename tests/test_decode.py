@@ -79,7 +79,9 @@ def check_columnar(cls: type, d: Any, dgrams: list[bytes], ts: object = None) ->
     answer: the same datagrams and flows, and the counter rows split by record type."""
     c = column_cls(cls)(16, 16, 16)
     assert c.feed_list(dgrams, ts=ts) == len(dgrams)
+    counts = c.record_counts()
     t = c.take()
+    assert counts == {k: len(v) for k, v in t["records"].items()}
     samples, records = split_counters(d.counters)
     assert t["datagrams"].tobytes() == d.datagrams.tobytes()
     assert t["flows"].tobytes() == d.flows.tobytes()

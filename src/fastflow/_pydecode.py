@@ -885,6 +885,17 @@ class ColumnDecoder(Decoder):
         """Counter-sample rows held."""
         return self._held[1] + self.n_counters
 
+    def record_counts(self) -> dict[str, int]:
+        """Rows held per record table (types present only)."""
+        held = [p[1] for p in self._parts] + [self._ct[: self.n_counters]]
+        mask = np.concatenate([h["mask"] for h in held])
+        out = {}
+        for _fmt, name, _m, _f in COUNTER_RECORD_BY_FORMAT.values():
+            n = int(np.count_nonzero(mask & np.uint32(1 << COUNTER_BIT_BY_FORMAT[_fmt])))
+            if n:
+                out[name] = n
+        return out
+
     def _flush(self) -> None:
         if self.n_datagrams:
             self._parts.append((self._dg[: self.n_datagrams].copy(),
