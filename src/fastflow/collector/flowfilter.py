@@ -330,7 +330,9 @@ MAX_INTERNED_TEXT = 4096     # distinct prefix:/suffix: results kept per key fun
 
 def split_top(text: str, sep: str) -> list[str]:
     """``text`` split at ``sep`` outside square brackets (sFlow-RT nests key functions in [])."""
-    out, depth, cur = [], 0, []
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "[":
             depth += 1
