@@ -616,9 +616,9 @@ class FlowEngine:
             return
         d.period[slots] += raw
         k = d.size
-        due = np.flatnonzero((now - d.start[:k]) >= d.active_timeout)
+        due = np.flatnonzero(((now - d.start[:k]) >= d.active_timeout) & (d.period[:k] > 0))
         if len(due):
-            self._emit(d, due, d.period[due], d.start[due], np.full(len(due), now))
+            self._emit(d, due, d.period[due], d.start[due], d.last[due])
             d.start[due] = now
             d.period[due] = 0.0
 
