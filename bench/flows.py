@@ -3,6 +3,8 @@
 
     python bench/flows.py            # 200k samples, 5 repeats
     python bench/flows.py --quick    # 20k samples, 3 repeats (a few seconds)
+    python bench/flows.py --spoof 1000000   # memory under spoofed (agent, sub-agent, source)
+    python bench/flows.py --spoof 1000000 --src /work/main/src   # the same against another tree
 
 Input: a synthetic FLOW_DTYPE table shaped like a busy swarm (2,000 source / 500 destination
 addresses, TCP and UDP, 64 agents, sampling 1-in-1000 .. 1-in-10), fed to ``FlowEngine.add_flows``
@@ -15,6 +17,12 @@ filter. Measured (medians of the repeats):
 * query ms: ``active_flows("ALL", name, maxFlows=20)`` on the last definition.
 
 Prints a table and writes bench/results/flows.json (or --out).
+
+``--spoof N`` instead feeds N flow samples, each from a distinct spoofed (agent, sub-agent,
+source id) triple, in batches of 4,096 (one replay second per batch), to a FlowEngine with its
+default caps and one definition, and prints the process RSS (VmRSS from /proc/self/status) before
+and after, the loss-state entries kept, the seconds per batch, and the size of the
+``/flowstats/json`` answer (``json.dumps(engine.stats())``).
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+if "--src" in sys.argv:             # measure another tree (before/after comparisons)
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
+else:
+    sys.path.insert(0, str(HERE.parent / "src"))
 
 from fastflow._schema import FLOW_BIT, FLOW_DTYPE  # noqa: E402
 from fastflow.collector.flows import FlowEngine  # noqa: E402
@@ -117,6 +128,45 @@ def run_once(table: np.ndarray, ndefs: int) -> tuple[float, float]:
     return n / elapsed, (time.perf_counter() - q0) * 1000
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def spoof(n: int) -> dict[str, Any]:
+    clock = Clock()
+    fe = FlowEngine(clock=clock)
+    fe.define("f", "ipsource,ipdestination", persistent=True)
+    base = make_table(BATCH, seed=3)
+    agents = [""] + [f"198.51.100.{i}" for i in range(1, 256)]
+    rss0 = rss_mib()
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        b = base[:min(BATCH, n - done)].copy()
+        i = np.arange(done, done + len(b), dtype=np.uint64)
+        b["agent"] = 1 + i % 255
+        b["sub_agent_id"] = (i // 255) & 0xFFFFFFFF
+        b["source_id"] = i & 0xFFFFFFFF
+        b["sequence_number"] = 1
+        b["ts"] = clock.t
+        fe.add_flows(b, agents.__getitem__)
+        clock.t += 1.0
+        done += len(b)
+    elapsed = time.perf_counter() - t0
+    s0 = time.perf_counter()
+    answer = len(json.dumps(fe.stats()))
+    stats_ms = (time.perf_counter() - s0) * 1000
+    st = fe.stats()
+    tracked = st.get("dataSourcesTracked", len(st.get("dataSources", [])))
+    return {"spoofed": n, "rss_before_mib": rss0, "rss_after_mib": rss_mib(),
+            "tracked": tracked, "refused": st.get("dataSourcesRefused"),
+            "evicted": st.get("dataSourcesEvicted"), "ms_per_batch": elapsed / (n / BATCH) * 1000,
+            "flowstats_bytes": answer, "flowstats_ms": stats_ms}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20k samples, 3 repeats")
@@ -124,7 +174,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--defs", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     ap.add_argument("--out", type=Path, default=HERE / "results" / "flows.json")
+    ap.add_argument("--spoof", type=int, default=0, help="spoofed-source memory run (N samples)")
+    ap.add_argument("--src", type=Path, default=None, help="import fastflow from this src/ tree")
     args = ap.parse_args()
+    if args.spoof:
+        r = spoof(args.spoof)
+        print(json.dumps(r, indent=1))
+        return 0
     n = args.samples or (20_000 if args.quick else 200_000)
     repeats = args.repeats or (3 if args.quick else 5)
     table = make_table(n)

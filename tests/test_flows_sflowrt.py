@@ -190,6 +190,13 @@ def test_key_functions_in_filters(flt: str, expect: set[int]) -> None:
     assert set(f["sequence_number"][parsed.mask(f, agent_text)].tolist()) == expect
 
 
+@pytest.mark.parametrize("rx", ["(a+)+b", "(a*)*", "([0-9]+.)+x", "(.*a){2,}", "x" * 300])
+def test_match_patterns_that_could_backtrack_are_refused(rx: str) -> None:
+    with pytest.raises(FilterError):
+        parse_filter(f"ipsource~{rx}")
+    assert parse_filter("tcpflags~.......1.") is not None       # the top-flows app's pattern
+
+
 def test_key_function_errors_and_bounds() -> None:
     for bad in ["mask:ipsource", "mask:ipsource:x", "mask:macsource:8", "null:ipsource",
                 "or:ipsource", "prefix:ipsource:.", "prefix:ipsource::1", "[mask:ipsource:8",

@@ -19,7 +19,15 @@ A *filter* is parsed once into a tree and evaluated per batch into a boolean mas
 
 ``=`` compares text forms exactly (MACs case-insensitively; IP keys also accept ``a.b.c.d/len``
 prefixes), ``~`` is a regular expression that must match the whole text form (Python ``re``
-syntax). A sample without the key never satisfies ``=`` or ``~`` (so it satisfies ``!=``/``!~``).
+syntax; patterns that nest unbounded repetition, such as ``(a+)+``, are refused because they can
+backtrack catastrophically). A sample without the key never satisfies ``=`` or ``~`` (so it
+satisfies ``!=``/``!~``); ``key=null`` selects the samples without the key, ``key!=null`` those
+with it.
+
+Keys and the left-hand side of a comparison may be sFlow-RT key functions (define_flow.php):
+``mask:<flowkey>:<bits>``, ``null:<flowkey>:<null_value>``, ``or:<flowkey1>:<flowkey2>...``,
+``prefix:<flowkey>:<delim>:<num_tokens>``, ``suffix:...``, nested with ``[...]``. The ``reason``
+key names the drop reason of a discarded-packet event (flows defined with ``dropped: true``).
 Comparisons are done once per *distinct* key value in the batch and mapped back, so the cost is
 ``np.unique`` plus a small Python loop over distinct values.
 """
@@ -28,8 +36,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import re._constants as _sre  # the stdlib's own pattern parser: used to vet ~ patterns
+import re._parser as _sre_parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -804,10 +815,7 @@ def _make_cmp(spec: KeySpec, op: str, vtext: str) -> _Cmp:
     exact: list[str] = []
     if op in ("~", "!~"):
         for v in values:
-            try:
-                regexes.append(re.compile(v))
-            except re.error as exc:
-                raise FilterError(f"filter: bad regular expression {v!r}: {exc}") from None
+            regexes.append(_compile_match(v))
     else:
         for v in values:
             if spec.kind in ("ip4", "ip6"):
@@ -832,6 +840,43 @@ def _make_cmp(spec: KeySpec, op: str, vtext: str) -> _Cmp:
             else:
                 exact.append(v)
     return _Cmp(spec, op, exact, regexes, nets)
+
+
+MAX_PATTERN = 256
+
+
+def _nested_repeat(items: Any, inside: bool = False) -> bool:
+    """Whether a parsed pattern repeats (``+``, ``*``, ``{n,}``) something that itself repeats."""
+    for op, av in items:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            _, hi, sub = av
+            big = hi is _sre.MAXREPEAT or hi > 1
+            if (big and inside) or _nested_repeat(sub, inside or big):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _nested_repeat(av[-1], inside):
+                return True
+        elif op is _sre.BRANCH:
+            if any(_nested_repeat(b, inside) for b in av[1]):
+                return True
+    return False
+
+
+def _compile_match(v: str) -> re.Pattern[str]:
+    """A ``~`` pattern (sFlow-RT: a regular expression matched against the key text), refused when
+    it could backtrack catastrophically (nested unbounded repetition such as ``(a+)+``): filters
+    run on the ingest path, so a pattern must never be able to stall it."""
+    if len(v) > MAX_PATTERN:
+        raise FilterError(f"filter: regular expression longer than {MAX_PATTERN} characters")
+    try:
+        rx = re.compile(v)
+        nested = _nested_repeat(_sre_parse.parse(v))
+    except re.error as exc:
+        raise FilterError(f"filter: bad regular expression {v!r}: {exc}") from None
+    if nested:
+        raise FilterError(f"filter: regular expression {v!r} repeats a repetition (e.g. (a+)+), "
+                          "which can backtrack catastrophically; write it without nesting")
+    return rx
 
 
 def parse_filter(text: str | None) -> Filter | None:

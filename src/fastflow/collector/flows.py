@@ -290,6 +290,7 @@ class SourceTable:
         self.evicted = 0
         self.refused = 0
         self.expired = 0
+        self._warned = -math.inf
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -377,10 +378,13 @@ class SourceTable:
                 room += len(take)
         if room < len(rows):
             refused = len(rows) - max(room, 0)
-            if self.refused == 0 or (self.refused + refused) // 10000 > self.refused // 10000:
-                log.warning("flow loss state full (%d data sources): %d new source(s) refused",
-                            self.max_sources, refused)
             self.refused += refused
+            mono = time.monotonic()
+            if mono - self._warned >= 60.0:          # one line a minute at most
+                self._warned = mono
+                log.warning("flow loss state full (%d data sources, none idle for %.0f s): "
+                            "%d new source(s) refused so far", self.max_sources, self.min_age,
+                            self.refused)
             keep = slice(0, max(room, 0))
             rows, rv, last_seq, count, lost, jumps = (a[keep] for a in
                                                       (rows, rv, last_seq, count, lost, jumps))
