@@ -195,6 +195,9 @@ def test_match_patterns_that_could_backtrack_are_refused(rx: str) -> None:
     with pytest.raises(FilterError):
         parse_filter(f"ipsource~{rx}")
     assert parse_filter("tcpflags~.......1.") is not None       # the top-flows app's pattern
+    from fastflow.collector.flowfilter import _compile_match
+    with pytest.raises(FilterError, match="repeats a repetition"):
+        _compile_match(rx if len(rx) < 256 else "(a+)+")
 
 
 def test_key_function_errors_and_bounds() -> None:
@@ -272,6 +275,10 @@ def test_flow_log_end_of_flow_active_timeout_and_idle() -> None:
     r2 = fe.logged_flows()[0]
     assert (r2["flowID"], r2["value"], r2["start"], r2["end"]) == (2, 50.0, 105_000, 106_000)
     assert [x["flowID"] for x in fe.logged_flows(after=1)] == [2]
+    clock.t = 200.0                       # no samples at all: tick() ends the idle flow too
+    fe.tick()
+    r3 = fe.logged_flows()[0]
+    assert (r3["flowID"], r3["flowKeys"], r3["end"]) == (3, "10.0.0.9", 120_000)
     assert fe.logged_flows(name="quiet") == [] and fe.logged_flows(max_flows=0) == []
 
 

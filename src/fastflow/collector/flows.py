@@ -570,11 +570,21 @@ class FlowEngine:
                 for d in list(self._defs.values()):
                     self._account(d, flows, agents, cache, base, disc,
                                   frame_bytes if d.base == "bytes" else rate, age, now)
-            if now - self._last_sweep >= 1.0:
-                self._last_sweep = now
-                for d in self._defs.values():
-                    self._prune(d, now)
-                self.sources.expire(now)
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep >= 1.0:
+            self._last_sweep = now
+            for d in self._defs.values():
+                self._prune(d, now)
+            self.sources.expire(now)
+
+    def tick(self) -> None:
+        """Age the tables to the clock even when no samples arrive (at most one sweep a second):
+        idle flows end (and are logged), idle sources are forgotten. Called by ``/flows/json``;
+        the service may call it periodically too."""
+        with self.lock:
+            self._sweep(self.now())
 
     def _account(self, d: FlowDefinition, flows: np.ndarray, agents: Callable[[int], str],
                  cache: dict[str, KeyColumns], base: list[np.ndarray], disc: np.ndarray,

@@ -110,6 +110,7 @@ def flow_routes(engine: FlowEngine, *, log_poll: float = LOG_POLL) -> list[Route
         timeout = _num(req, "timeout", 0.0)
         args: dict[str, Any] = {"name": req.arg("name") or None, "after": int(after or -1),
                                 "max_flows": max(0, min(int(max_flows or 0), MAX_LOG_FLOWS))}
+        engine.tick()
         out = engine.logged_flows(**args)
         wait = min(max(float(timeout or 0.0), 0.0), MAX_LOG_TIMEOUT)
         if out or wait <= 0:
@@ -123,6 +124,7 @@ def flow_routes(engine: FlowEngine, *, log_poll: float = LOG_POLL) -> list[Route
             seen = engine.last_flow_id()
             while not out and loop.time() < end:
                 await asyncio.sleep(min(log_poll, max(0.0, end - loop.time())))
+                engine.tick()
                 newest = engine.last_flow_id()
                 if newest != seen:
                     seen = newest
