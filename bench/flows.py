@@ -178,8 +178,7 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=None, help="import fastflow from this src/ tree")
     args = ap.parse_args()
     if args.spoof:
-        r = spoof(args.spoof)
-        print(json.dumps(r, indent=1))
+        print(json.dumps(spoof(args.spoof), indent=1))
         return 0
     n = args.samples or (20_000 if args.quick else 200_000)
     repeats = args.repeats or (3 if args.quick else 5)
