@@ -467,3 +467,53 @@ def test_service_flows_json_long_poll(service: Any) -> None:
     assert rec["value"] == 8 * 1000 * 10 and rec["dataSource"] == "3"
     assert set(rec) == {"flowID", "name", "agent", "dataSource", "flowKeys", "value", "start",
                         "end"}
+
+
+# ------------------------------------------------------------------------------------------------
+# discarded-packet events through the real decoder and service (runs once the decoder has C1)
+# ------------------------------------------------------------------------------------------------
+def _discard_datagram(seq: int, reason: int, agent: str = "192.0.2.88") -> bytes:
+    """An sFlow 0:5 discarded_packet sample (sflow_drops.txt): sequence_number, source_id
+    (expanded: class, index), drops, inputifindex, outputifindex, reason, flow records."""
+    from _sflow_build import datagram, eth, ipv4, record, sample, sampled_header, tcp, u32
+    hdr = sampled_header(eth(ipv4(tcp(), src="10.5.5.5", dst="10.0.0.2")), frame_length=100)
+    body = u32(seq, 0, 7, 0, 7, 0, reason, 1) + record(1, hdr)
+    return datagram([sample(5, body)], agent=agent, seq=seq)
+
+
+def _needs_c1() -> None:
+    if "discard" not in (FLOW_DTYPE.names or ()):
+        pytest.skip("the decoder has no discard column yet (CONTRACTS C1, decode engineer)")
+
+
+def test_discard_events_decoded_into_dropped_flows() -> None:
+    _needs_c1()
+    from fastflow._pydecode import Decoder
+    dec = Decoder()
+    dec.feed_list([_discard_datagram(1, 258), _discard_datagram(2, 258),
+                   _discard_datagram(3, 259), _flow_datagram("192.0.2.88", 0, 7, 1)], 1000.0)
+    flows, agents = dec.flows.copy(), dec.agents()
+    fe = FlowEngine(clock=Clock(1000.0))
+    fe.define("drops", "reason,ipsource", value="frames", dropped=True, t=86400, persistent=True)
+    fe.define("all", "ipsource", value="frames", t=86400, persistent=True)
+    fe.add_flows(flows, lambda i: agents[i])
+    assert _keys(fe, "drops") == {"acl,10.5.5.5": 2, "no_buffer_space,10.5.5.5": 1}
+    assert _keys(fe, "all") == {"10.0.0.1": 10}
+
+
+def test_service_dropped_flows(service: Any) -> None:
+    _needs_c1()
+    proc, sport, hport = service
+    body = json.dumps({"keys": "reason", "value": "frames", "dropped": True, "t": 86400})
+    assert request(hport, "PUT", "/flow/drops/json", body.encode())[0] == 204
+    _send(sport, [_discard_datagram(i, 258 if i % 3 else 257) for i in range(1, 31)])
+
+    def got() -> Any:
+        st, flows = get_json(hport, "/activeflows/ALL/drops/json?aggMode=sum")
+        keys = {f["key"] for f in flows} if st == 200 else set()
+        return flows if keys == {"acl", "ttl_exceeded"} else None
+    flows = wait_for(got, 15)
+    assert flows, "\n".join(proc.lines[-20:])
+    v = {f["key"]: f["value"] * 86400 for f in flows}
+    assert v["acl"] == pytest.approx(20, rel=1e-3) and v["ttl_exceeded"] == pytest.approx(10,
+                                                                                          rel=1e-3)
