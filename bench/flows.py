@@ -5,6 +5,7 @@
     python bench/flows.py --quick    # 20k samples, 3 repeats (a few seconds)
     python bench/flows.py --spoof 1000000   # memory under spoofed (agent, sub-agent, source)
     python bench/flows.py --spoof 1000000 --src /work/main/src   # the same against another tree
+    python bench/flows.py --udp 300000 [--src ...]   # spoofed datagrams to a real `fastflow run`
 
 Input: a synthetic FLOW_DTYPE table shaped like a busy swarm (2,000 source / 500 destination
 addresses, TCP and UDP, 64 agents, sampling 1-in-1000 .. 1-in-10), fed to ``FlowEngine.add_flows``
@@ -167,6 +168,107 @@ def spoof(n: int) -> dict[str, Any]:
             "flowstats_bytes": answer, "flowstats_ms": stats_ms}
 
 
+def _spoofed_datagram(i: int) -> bytes:
+    """One sFlow v5 datagram with one flow sample from spoofed (agent, sub-agent, source) i."""
+    import struct
+    eth = bytes.fromhex("020000000002020000000001") + struct.pack(">H", 0x0800)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes([10, 0, 0, 1]),
+                     bytes([10, 0, 0, 2]))
+    tcp = struct.pack(">HHIIBBHHH", 1234, 80, 0, 0, 0x50, 0x18, 0, 0, 0)
+    hdr = eth + ip + tcp + b"\0\0"
+    rec = struct.pack(">IIII", 1, 1000, 0, 54) + hdr
+    body = struct.pack(">IIIIIIII", 1, i & 0xFFFFFF, 10, 1000, 0, 1, 2, 1) + \
+        struct.pack(">II", 1, len(rec)) + rec
+    agent = bytes([198, 18, 0, 1 + i % 16])      # 16 agents; sub-agent and source id spoofed
+    return struct.pack(">II4sIIII", 5, 1, agent, i >> 4, 1, 1000, 1) + \
+        struct.pack(">II", 1, len(body)) + body
+
+
+def udp_service(n: int, src: Path | None) -> dict[str, Any]:
+    """``fastflow run`` (from ``src`` or this tree) fed ``n`` spoofed datagrams over UDP on
+    127.0.0.1 (at most 10,000/s, at most 120 s); the service's RSS and CPU from /proc, the
+    /flowstats/json answer and the /healthz answer time."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import tempfile
+    import threading
+    import urllib.request
+    tree = str(src or HERE.parent / "src")
+    tmp = tempfile.mkdtemp()
+    env = {**os.environ, "PYTHONPATH": tree, "FASTFLOW_SCALER_STATE_FILE": f"{tmp}/s.json"}
+    p = subprocess.Popen([sys.executable, "-m", "fastflow", "run", "--sflow-port", "0",
+                          "--http-port", "0", "--bind", "127.0.0.1", "--no-scaler"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(p.stderr or []), daemon=True).start()
+
+    def port(what: str) -> int:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            for line in list(lines):
+                m = re.search(rf"Listening, {what} port (\d+)", line)
+                if m:
+                    return int(m.group(1))
+            time.sleep(0.05)
+        raise RuntimeError("no port: " + "".join(lines[-5:]))
+
+    def status(field: str) -> float:
+        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu() -> float:
+        f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def get(path: str) -> tuple[bytes, float]:
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{hport}{path}", timeout=120) as r:
+            return r.read(), time.monotonic() - t0
+    try:
+        sport, hport = port("sFlow"), port("HTTP")
+        time.sleep(1.0)
+        rss0, cpu0 = status("VmRSS:"), cpu()
+        sent, t0 = 0, time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(n):
+                if time.monotonic() - t0 > 120:
+                    break
+                s.sendto(_spoofed_datagram(i), ("127.0.0.1", sport))
+                sent += 1
+                if i % 200 == 199:
+                    ahead = (i + 1) / 10_000 - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        last, seen = -1, 0
+        end = time.monotonic() + 60
+        while time.monotonic() < end:        # until the sample count stops moving
+            time.sleep(1.0)
+            body, _ = get("/flowstats/json")
+            seen = json.loads(body)["samples"]
+            if seen == last:
+                break
+            last = seen
+        body, stats_s = get("/flowstats/json")
+        _, health_s = get("/healthz")
+        st = json.loads(body)
+        return {"tree": tree, "sent": sent, "samples_seen": seen,
+                "rss_before_mib": rss0, "rss_after_mib": status("VmRSS:"),
+                "rss_peak_mib": status("VmHWM:"), "service_cpu_s": cpu() - cpu0,
+                "tracked": st.get("dataSourcesTracked", len(st.get("dataSources", []))),
+                "refused": st.get("dataSourcesRefused"), "flowstats_bytes": len(body),
+                "flowstats_s": stats_s, "healthz_s": health_s}
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20k samples, 3 repeats")
@@ -175,8 +277,13 @@ def main() -> int:
     ap.add_argument("--defs", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     ap.add_argument("--out", type=Path, default=HERE / "results" / "flows.json")
     ap.add_argument("--spoof", type=int, default=0, help="spoofed-source memory run (N samples)")
+    ap.add_argument("--udp", type=int, default=0,
+                    help="spoofed datagrams over UDP to a real `fastflow run` (N datagrams)")
     ap.add_argument("--src", type=Path, default=None, help="import fastflow from this src/ tree")
     args = ap.parse_args()
+    if args.udp:
+        print(json.dumps(udp_service(args.udp, args.src), indent=1))
+        return 0
     if args.spoof:
         print(json.dumps(spoof(args.spoof), indent=1))
         return 0

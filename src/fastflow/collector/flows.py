@@ -773,14 +773,21 @@ class FlowEngine:
             if d is None:
                 raise KeyError(name)
             d.last_used = self._idle_clock()
+            try:
+                parts = [int(x) for x in ds.split(".")]
+            except ValueError:
+                return 0.0
+            if len(parts) not in (1, 2) or any(not 0 <= x < 1 << 32 for x in parts):
+                return 0.0
+            cls, index = (0, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
             now = self.now()
             k = d.size
-            alive = (now - d.last[:k]) <= self.expire_factor * d.t
-            sel = self._agent_mask(d, alive, agent)
+            sel = ((now - d.last[:k]) <= self.expire_factor * d.t) & \
+                (d.rows[:k, 1] == cls) & (d.rows[:k, 2] == index)
+            sel = self._agent_mask(d, sel, agent)
             vals = d.decayed(now)
-            for slot in np.flatnonzero(sel).tolist():
-                if d.agent_ds(slot, self._agents)[1] == ds and \
-                        d.key_text(slot, self._agents) == key:
+            for slot in np.flatnonzero(sel).tolist():       # the flows of one data source
+                if d.key_text(slot, self._agents) == key:
                     return float(vals[slot])
             return 0.0
 
