@@ -363,6 +363,9 @@ def test_loss_state_is_capped_refuses_fresh_evicts_stale_expires_idle() -> None:
     st = fe.stats()
     assert st["dataSourcesTracked"] == 1 and st["dataSourcesExpired"] == 999
     assert st["lossStateBytes"] < 1000
+    c = fe.counters()
+    assert (c["flow_sources_tracked"], c["flow_sources_refused"], c["flow_sources_evicted"],
+            c["flow_sources_expired"], c["flow_samples_lost"]) == (1, 4002, 500, 999, 2)
 
 
 def test_sequence_wrap_is_not_loss_and_jumps_counted_apart() -> None:
@@ -377,6 +380,11 @@ def test_sequence_wrap_is_not_loss_and_jumps_counted_apart() -> None:
 def test_flowstats_answer_is_bounded() -> None:
     fe = FlowEngine(clock=Clock(0.0))
     fe.add_flows(spoofed(20_000), agent_text)
+    lossy = spoofed(3, 5)
+    lossy["sequence_number"] = [4, 9, 3]                 # 2, 7 and 1 samples lost
+    fe.add_flows(lossy, agent_text)
+    top = fe.stats(4)["dataSources"]
+    assert [d["lostSamples"] for d in top] == [7, 2, 1, 0]
     st, body = _call(fe, "GET", "/flowstats/json")
     assert st == 200 and len(body["dataSources"]) == 100 and body["dataSourcesTracked"] == 20_000
     assert len(json.dumps(body)) < 40_000

@@ -403,7 +403,9 @@ class SourceTable:
         """The ``n`` sources with the most lost samples (then most samples)."""
         if n <= 0 or not len(self.keys):
             return []
-        o = np.lexsort((-self.samples, -self.lost))[:n]
+        score = self.lost.astype(np.float64) * 1e12 + np.minimum(self.samples, 10**12 - 1)
+        cand = np.argpartition(-score, n - 1)[:n] if n < len(score) else np.arange(len(score))
+        o = cand[np.argsort(-score[cand], kind="stable")]
         out = []
         for i in o.tolist():
             k0, k1 = (int(x) for x in self.keys[i])
@@ -812,6 +814,19 @@ class FlowEngine:
         """The newest logged flow's ``flowID`` (0 before any)."""
         with self._log_lock:
             return self._flow_id
+
+    def counters(self) -> dict[str, int]:
+        """The engine's bounds and refusals as flat counters (for /healthz and Prometheus)."""
+        with self.lock:
+            st = self.sources
+            return {"flow_samples": self.samples, "flow_discard_samples": self.discard_samples,
+                    "flow_samples_lost": self.lost_samples,
+                    "flow_sequence_jumps": self.sequence_jumps,
+                    "flow_definitions": len(self._defs),
+                    "flow_rows": sum(d.size for d in self._defs.values()),
+                    "flow_sources_tracked": len(st), "flow_sources_max": st.max_sources,
+                    "flow_sources_evicted": st.evicted, "flow_sources_refused": st.refused,
+                    "flow_sources_expired": st.expired, "flows_logged": self.last_flow_id()}
 
     def stats(self, max_sources: int = 100) -> dict[str, Any]:
         """Flow samples seen and lost (sequence gaps), in total and for the ``max_sources`` data
