@@ -3,6 +3,9 @@
 
     python bench/flows.py            # 200k samples, 5 repeats
     python bench/flows.py --quick    # 20k samples, 3 repeats (a few seconds)
+    python bench/flows.py --spoof 1000000   # memory under spoofed (agent, sub-agent, source)
+    python bench/flows.py --spoof 1000000 --src /work/main/src   # the same against another tree
+    python bench/flows.py --udp 300000 [--src ...]   # spoofed datagrams to a real `fastflow run`
 
 Input: a synthetic FLOW_DTYPE table shaped like a busy swarm (2,000 source / 500 destination
 addresses, TCP and UDP, 64 agents, sampling 1-in-1000 .. 1-in-10), fed to ``FlowEngine.add_flows``
@@ -15,6 +18,12 @@ filter. Measured (medians of the repeats):
 * query ms: ``active_flows("ALL", name, maxFlows=20)`` on the last definition.
 
 Prints a table and writes bench/results/flows.json (or --out).
+
+``--spoof N`` instead feeds N flow samples, each from a distinct spoofed (agent, sub-agent,
+source id) triple, in batches of 4,096 (one replay second per batch), to a FlowEngine with its
+default caps and one definition, and prints the process RSS (VmRSS from /proc/self/status) before
+and after, the loss-state entries kept, the seconds per batch, and the size of the
+``/flowstats/json`` answer (``json.dumps(engine.stats())``).
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+if "--src" in sys.argv:             # measure another tree (before/after comparisons)
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
+else:
+    sys.path.insert(0, str(HERE.parent / "src"))
 
 from fastflow._schema import FLOW_BIT, FLOW_DTYPE  # noqa: E402
 from fastflow.collector.flows import FlowEngine  # noqa: E402
@@ -117,6 +129,146 @@ def run_once(table: np.ndarray, ndefs: int) -> tuple[float, float]:
     return n / elapsed, (time.perf_counter() - q0) * 1000
 
 
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def spoof(n: int) -> dict[str, Any]:
+    clock = Clock()
+    fe = FlowEngine(clock=clock)
+    fe.define("f", "ipsource,ipdestination", persistent=True)
+    base = make_table(BATCH, seed=3)
+    agents = [""] + [f"198.51.100.{i}" for i in range(1, 256)]
+    rss0 = rss_mib()
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        b = base[:min(BATCH, n - done)].copy()
+        i = np.arange(done, done + len(b), dtype=np.uint64)
+        b["agent"] = 1 + i % 255
+        b["sub_agent_id"] = (i // 255) & 0xFFFFFFFF
+        b["source_id"] = i & 0xFFFFFFFF
+        b["sequence_number"] = 1
+        b["ts"] = clock.t
+        fe.add_flows(b, agents.__getitem__)
+        clock.t += 1.0
+        done += len(b)
+    elapsed = time.perf_counter() - t0
+    s0 = time.perf_counter()
+    answer = len(json.dumps(fe.stats()))
+    stats_ms = (time.perf_counter() - s0) * 1000
+    st = fe.stats()
+    tracked = st.get("dataSourcesTracked", len(st.get("dataSources", [])))
+    return {"spoofed": n, "rss_before_mib": rss0, "rss_after_mib": rss_mib(),
+            "tracked": tracked, "refused": st.get("dataSourcesRefused"),
+            "evicted": st.get("dataSourcesEvicted"), "ms_per_batch": elapsed / (n / BATCH) * 1000,
+            "flowstats_bytes": answer, "flowstats_ms": stats_ms}
+
+
+def _spoofed_datagram(i: int) -> bytes:
+    """One sFlow v5 datagram with one flow sample from spoofed (agent, sub-agent, source) i."""
+    import struct
+    eth = bytes.fromhex("020000000002020000000001") + struct.pack(">H", 0x0800)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes([10, 0, 0, 1]),
+                     bytes([10, 0, 0, 2]))
+    tcp = struct.pack(">HHIIBBHHH", 1234, 80, 0, 0, 0x50, 0x18, 0, 0, 0)
+    hdr = eth + ip + tcp + b"\0\0"
+    rec = struct.pack(">IIII", 1, 1000, 0, 54) + hdr
+    body = struct.pack(">IIIIIIII", 1, i & 0xFFFFFF, 10, 1000, 0, 1, 2, 1) + \
+        struct.pack(">II", 1, len(rec)) + rec
+    agent = bytes([198, 18, 0, 1 + i % 16])      # 16 agents; sub-agent and source id spoofed
+    return struct.pack(">II4sIIII", 5, 1, agent, i >> 4, 1, 1000, 1) + \
+        struct.pack(">II", 1, len(body)) + body
+
+
+def udp_service(n: int, src: Path | None) -> dict[str, Any]:
+    """``fastflow run`` (from ``src`` or this tree) fed ``n`` spoofed datagrams over UDP on
+    127.0.0.1 (at most 10,000/s, at most 120 s); the service's RSS and CPU from /proc, the
+    /flowstats/json answer and the /healthz answer time."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import tempfile
+    import threading
+    import urllib.request
+    tree = str(src or HERE.parent / "src")
+    tmp = tempfile.mkdtemp()
+    env = {**os.environ, "PYTHONPATH": tree, "FASTFLOW_SCALER_STATE_FILE": f"{tmp}/s.json"}
+    p = subprocess.Popen([sys.executable, "-m", "fastflow", "run", "--sflow-port", "0",
+                          "--http-port", "0", "--bind", "127.0.0.1", "--no-scaler"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(p.stderr or []), daemon=True).start()
+
+    def port(what: str) -> int:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            for line in list(lines):
+                m = re.search(rf"Listening, {what} port (\d+)", line)
+                if m:
+                    return int(m.group(1))
+            time.sleep(0.05)
+        raise RuntimeError("no port: " + "".join(lines[-5:]))
+
+    def status(field: str) -> float:
+        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu() -> float:
+        f = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def get(path: str) -> tuple[bytes, float]:
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{hport}{path}", timeout=120) as r:
+            return r.read(), time.monotonic() - t0
+    try:
+        sport, hport = port("sFlow"), port("HTTP")
+        time.sleep(1.0)
+        rss0, cpu0 = status("VmRSS:"), cpu()
+        sent, t0 = 0, time.monotonic()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(n):
+                if time.monotonic() - t0 > 120:
+                    break
+                s.sendto(_spoofed_datagram(i), ("127.0.0.1", sport))
+                sent += 1
+                if i % 200 == 199:
+                    ahead = (i + 1) / 10_000 - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        last, seen = -1, 0
+        end = time.monotonic() + 60
+        while time.monotonic() < end:        # until the sample count stops moving
+            time.sleep(1.0)
+            body, _ = get("/flowstats/json")
+            seen = json.loads(body)["samples"]
+            if seen == last:
+                break
+            last = seen
+        body, stats_s = get("/flowstats/json")
+        _, health_s = get("/healthz")
+        st = json.loads(body)
+        return {"tree": tree, "sent": sent, "samples_seen": seen,
+                "rss_before_mib": rss0, "rss_after_mib": status("VmRSS:"),
+                "rss_peak_mib": status("VmHWM:"), "service_cpu_s": cpu() - cpu0,
+                "tracked": st.get("dataSourcesTracked", len(st.get("dataSources", []))),
+                "refused": st.get("dataSourcesRefused"), "flowstats_bytes": len(body),
+                "flowstats_s": stats_s, "healthz_s": health_s}
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20k samples, 3 repeats")
@@ -124,7 +276,17 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--defs", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100])
     ap.add_argument("--out", type=Path, default=HERE / "results" / "flows.json")
+    ap.add_argument("--spoof", type=int, default=0, help="spoofed-source memory run (N samples)")
+    ap.add_argument("--udp", type=int, default=0,
+                    help="spoofed datagrams over UDP to a real `fastflow run` (N datagrams)")
+    ap.add_argument("--src", type=Path, default=None, help="import fastflow from this src/ tree")
     args = ap.parse_args()
+    if args.udp:
+        print(json.dumps(udp_service(args.udp, args.src), indent=1))
+        return 0
+    if args.spoof:
+        print(json.dumps(spoof(args.spoof), indent=1))
+        return 0
     n = args.samples or (20_000 if args.quick else 200_000)
     repeats = args.repeats or (3 if args.quick else 5)
     table = make_table(n)

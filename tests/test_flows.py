@@ -158,7 +158,12 @@ def test_filter_errors(bad: str) -> None:
 
 def test_define_validation() -> None:
     fe, _ = engine()
-    for kw in [dict(keys=""), dict(keys="bogus"), dict(keys="ipsource", value="octets"),
+    for kw in [dict(keys="bogus"), dict(keys="ipsource", value="BPS"), dict(keys="a,,b"),
+               dict(keys="ipsource", fs=""), dict(keys="ipsource", dropped="yes"),
+               dict(keys="ipsource", agg_mode="avg"), dict(keys="mask:ipsource:33"),
+               dict(keys="mask:tcpsourceport:8"), dict(keys="prefix:ipsource:.:0"),
+               dict(keys="null:ipsource"), dict(keys="[ipsource"), dict(keys="nosuch:ipsource:1"),
+               dict(keys="ipsource", active_timeout=0), dict(keys="ipsource", value="octets"),
                dict(keys="ipsource", t=0), dict(keys="ipsource", t="x"),
                dict(keys="ipsource", n=0), dict(keys="ipsource", n=1.5),
                dict(keys="ipsource", filter="ipsource=")]:
@@ -308,10 +313,14 @@ def test_rest_handlers() -> None:
     assert ("PUT", "/flow/{name}/json") in muts and ("DELETE", "/flow/{name}/json") in muts
     st, body = _call(fe, "PUT", "/flow/web/json", {"keys": "ipsource,tcpdestinationport",
                                                     "value": "bytes", "t": 5})
-    assert st == 200 and body["keys"] == "ipsource,tcpdestinationport" and body["n"] == 100
+    assert st == 204 and body is None                   # sFlow-RT's api.yml: 204 No Content
+    body = _call(fe, "GET", "/flow/web/json")[1]
+    assert body == {"keys": "ipsource,tcpdestinationport", "value": "bytes", "filter": None,
+                    "t": 5.0, "n": 100, "fs": ",", "dropped": False, "log": False,
+                    "flowStart": False, "activeTimeout": 60.0}
     assert _call(fe, "GET", "/flow/json")[1] == {"web": body}
     assert _call(fe, "GET", "/flow/web/json")[1] == body
-    for bad in [{"keys": "nope"}, {"value": "bytes"}, [1], {"keys": "ipsource", "t": -1},
+    for bad in [{"keys": "nope"}, {"value": "kbps"}, [1], {"keys": "ipsource", "t": -1},
                 {"keys": "ipsource", "filter": "ipsource=("}, {"keys": "ipsource", "x": 1}]:
         st, msg = _call(fe, "PUT", "/flow/bad/json", bad)
         assert st == 400 and msg, bad
@@ -355,7 +364,7 @@ def test_rest_over_real_http() -> None:
                 return exc.code, json.loads(exc.read() or b"null")
 
         assert req("PUT", "/flow/t/json", {"keys": "ipsource"})[0] == 401
-        assert req("PUT", "/flow/t/json", {"keys": "ipsource"}, "s3cret")[0] == 200
+        assert req("PUT", "/flow/t/json", {"keys": "ipsource"}, "s3cret")[0] == 204
         st, msg = req("PUT", "/flow/t/json", {"keys": "ipsourcex"}, "s3cret")
         assert st == 400 and "ipsourcex" in json.dumps(msg)
         fe.add_flows(rows({}), agent_text)

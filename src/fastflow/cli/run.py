@@ -40,7 +40,8 @@ __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 log = logging.getLogger("fastflow.service")
 
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S%z"      # 2026-11-24T21:02:54+0000, as sFlow-RT logs
-_FLOWS_ENGINE_KEYS = ("definition_ttl", "expire_factor", "max_definitions")
+_FLOWS_ENGINE_KEYS = ("definition_ttl", "expire_factor", "max_definitions", "max_flow_rows",
+                      "max_sources", "source_min_age", "source_idle_expire", "max_logged_flows")
 
 
 class LockedMetrics:

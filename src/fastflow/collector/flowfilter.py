@@ -19,7 +19,15 @@ A *filter* is parsed once into a tree and evaluated per batch into a boolean mas
 
 ``=`` compares text forms exactly (MACs case-insensitively; IP keys also accept ``a.b.c.d/len``
 prefixes), ``~`` is a regular expression that must match the whole text form (Python ``re``
-syntax). A sample without the key never satisfies ``=`` or ``~`` (so it satisfies ``!=``/``!~``).
+syntax; patterns that nest unbounded repetition, such as ``(a+)+``, are refused because they can
+backtrack catastrophically). A sample without the key never satisfies ``=`` or ``~`` (so it
+satisfies ``!=``/``!~``); ``key=null`` selects the samples without the key, ``key!=null`` those
+with it.
+
+Keys and the left-hand side of a comparison may be sFlow-RT key functions (define_flow.php):
+``mask:<flowkey>:<bits>``, ``null:<flowkey>:<null_value>``, ``or:<flowkey1>:<flowkey2>...``,
+``prefix:<flowkey>:<delim>:<num_tokens>``, ``suffix:...``, nested with ``[...]``. The ``reason``
+key names the drop reason of a discarded-packet event (flows defined with ``dropped: true``).
 Comparisons are done once per *distinct* key value in the batch and mapped back, so the cost is
 ``np.unique`` plus a small Python loop over distinct values.
 """
@@ -28,8 +36,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import re._constants as _sre  # the stdlib's own pattern parser: used to vet ~ patterns
+import re._parser as _sre_parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +84,11 @@ Format = Callable[[Sequence[int], Agents], str]
 
 @dataclass(frozen=True)
 class KeySpec:
-    """A flow key: its name, description, how many uint64 words it takes, extract and format."""
+    """A flow key: its name, description, how many uint64 words it takes, extract and format.
+
+    Key functions (``mask:``, ``null:``, ``or:``, ``prefix:``, ``suffix:``) are KeySpecs too, built
+    by :func:`parse_key`; those that need agent text to compute their words set ``extract_agents``.
+    Always evaluate a key with :meth:`columns`."""
 
     name: str
     description: str
@@ -81,6 +96,13 @@ class KeySpec:
     extract: Extract
     fmt: Format
     kind: str = "number"   # number | ip4 | ip6 | mac | agent | text
+    extract_agents: Callable[[np.ndarray, Agents], KeyColumns] | None = None
+
+    def columns(self, flows: np.ndarray, agents: Agents) -> KeyColumns:
+        """The key evaluated over a FLOW_DTYPE table (``agents(i)`` gives agent text)."""
+        if self.extract_agents is not None:
+            return self.extract_agents(flows, agents)
+        return self.extract(flows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,6 +225,45 @@ def data_source_text(cls: int, index: int) -> str:
     return str(index) if cls == 0 else f"{cls}.{index}"
 
 
+# sFlow drop reasons (sflow_drops.txt ``enum drop_reason``, as hsflowd's sflow_drop.h lists them):
+# the ``reason`` key shows the name, or the decimal code when the code is not listed.
+DROP_REASONS: dict[int, str] = dict(enumerate((
+    "net_unreachable", "host_unreachable", "protocol_unreachable", "port_unreachable",
+    "frag_needed", "src_route_failed", "dst_net_unknown", "dst_host_unknown", "src_host_isolated",
+    "dst_net_prohibited", "dst_host_prohibited", "dst_net_tos_unreachable",
+    "dst_host_tos_unreacheable", "comm_admin_prohibited", "host_precedence_violation",
+    "precedence_cutoff")))
+DROP_REASONS.update(enumerate((
+    "unknown", "ttl_exceeded", "acl", "no_buffer_space", "red", "traffic_shaping", "pkt_too_big",
+    "src_mac_is_multicast", "vlan_tag_mismatch", "ingress_vlan_filter",
+    "ingress_spanning_tree_filter", "port_list_is_empty", "port_loopback_filter", "blackhole_route",
+    "non_ip", "uc_dip_over_mc_dmac", "dip_is_loopback_address", "sip_is_mc",
+    "sip_is_loopback_address", "ip_header_corrupted", "ipv4_sip_is_limited_bc",
+    "ipv6_mc_dip_reserved_scope", "ipv6_mc_dip_interface_local_scope", "unresolved_neigh",
+    "mc_reverse_path_forwarding", "non_routable_packet", "decap_error", "overlay_smac_is_mc",
+    "unknown_l2", "unknown_l3", "unknown_l3_exception", "unknown_buffer", "unknown_tunnel",
+    "unknown_l4"), start=256))
+
+
+def is_discard(f: np.ndarray) -> np.ndarray:
+    """Rows decoded from 0:5 discarded-packet events (all False before the decoder has the column)."""
+    if f.dtype.names is not None and "discard" in f.dtype.names:
+        return np.asarray(f["discard"] != 0)
+    return np.zeros(len(f), bool)
+
+
+def _reason(f: np.ndarray) -> KeyColumns:
+    disc = is_discard(f)
+    if not disc.any():
+        return KeyColumns([np.zeros(len(f), _U64)], disc)
+    return KeyColumns([f["discard_reason"].astype(_U64)], disc)
+
+
+def _fmt_reason(w: Sequence[int], agents: Agents) -> str:
+    code = int(w[0])
+    return DROP_REASONS.get(code, str(code))
+
+
 _KEY_LIST: list[KeySpec] = [
     KeySpec("agent", "address of the sFlow agent", 1,
             _num("agent", lambda f: f["agent"] != 0), _fmt_agent, "agent"),
@@ -265,30 +326,243 @@ _KEY_LIST: list[KeySpec] = [
             _num("dst_peer_as", lambda f: (f["mask"] & _GW_BIT) != 0), _fmt_num),
     KeySpec("headerprotocol", "sampled_header protocol (1 Ethernet, 11 IPv4, 12 IPv6)", 1,
             _num("header_protocol", lambda f: (f["mask"] & _HDR_BIT) != 0), _fmt_num),
+    KeySpec("reason", "drop reason of a discarded-packet event (flows with dropped: true)", 1,
+            _reason, _fmt_reason, "text"),
 ]
 
 KEYS: dict[str, KeySpec] = {k.name: k for k in _KEY_LIST}
 _KEY_NAME_RX = re.compile(r"^[a-z0-9]+$")
 
 
-def parse_keys(text: str | Sequence[str]) -> list[KeySpec]:
-    """``"ipsource,ipdestination"`` (or a list of names) -> key specs; :class:`FilterError` if bad."""
-    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else \
-        [str(n).strip() for n in text]
-    if not names or any(not n for n in names):
-        raise FilterError("keys must be a non-empty comma-separated list of flow keys")
-    out = []
-    for n in names:
-        spec = KEYS.get(n.lower())
-        if spec is None:
-            raise FilterError(f"unknown flow key {n!r} (GET /flowkeys/json lists them)")
-        out.append(spec)
+MAX_KEYS = 32                # keys per definition
+MAX_KEY_TEXT = 1000          # characters of one key expression
+MAX_INTERNED_TEXT = 4096     # distinct prefix:/suffix: results kept per key function
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside square brackets (sFlow-RT nests key functions in [])."""
+    out: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise FilterError(f"unbalanced ']' in {text!r}")
+        if ch == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise FilterError(f"unbalanced '[' in {text!r}")
+    out.append("".join(cur))
     return out
 
 
-def key_columns(spec: KeySpec, flows: np.ndarray) -> KeyColumns:
+def parse_keys(text: str | Sequence[str] | None) -> list[KeySpec]:
+    """``"ipsource,mask:ipdestination:24"`` (or a list) -> key specs; :class:`FilterError` if bad.
+
+    An empty/absent ``keys`` is allowed (sFlow-RT: only ``value`` is required): the definition
+    then has one flow per data source, whose key is the empty string."""
+    if text is None:
+        return []
+    if isinstance(text, str):
+        if not text.strip():
+            return []
+        names = [n.strip() for n in split_top(text, ",")]
+    else:
+        names = [str(n).strip() for n in text]
+    if any(not n for n in names):
+        raise FilterError("keys must be a comma-separated list of flow keys or key functions")
+    if len(names) > MAX_KEYS:
+        raise FilterError(f"at most {MAX_KEYS} keys per flow definition")
+    return [parse_key(n) for n in names]
+
+
+def parse_key(text: str) -> KeySpec:
+    """One flow key or key function (``mask:``, ``null:``, ``or:``, ``prefix:``, ``suffix:``).
+
+    Syntax as sFlow-RT's define_flow: ``<funcname>:<arg1>:<arg2>...``, nested with ``[...]``,
+    e.g. ``prefix:[mask:ipsource:16]:.:2``."""
+    text = text.strip()
+    if len(text) > MAX_KEY_TEXT:
+        raise FilterError(f"key expression longer than {MAX_KEY_TEXT} characters")
+    if text.startswith("[") and text.endswith("]") and len(split_top(text[1:-1], ":")) >= 1:
+        return parse_key(text[1:-1])
+    spec = KEYS.get(text.lower())
+    if spec is not None:
+        return spec
+    parts = split_top(text, ":")
+    fn, args = parts[0].strip().lower(), parts[1:]
+    if len(parts) < 2 or fn not in _KEY_FUNCTIONS:
+        raise FilterError(f"unknown flow key {text!r} (GET /flowkeys/json lists them; key "
+                          f"functions: {', '.join(sorted(_KEY_FUNCTIONS))})")
+    return _KEY_FUNCTIONS[fn](text, args)
+
+
+def key_columns(spec: KeySpec, flows: np.ndarray, agents: Agents = str) -> KeyColumns:
     """Evaluate one key over a FLOW_DTYPE table."""
-    return spec.extract(flows)
+    return spec.columns(flows, agents)
+
+
+# ------------------------------------------------------------------------------------------------
+# key functions
+# ------------------------------------------------------------------------------------------------
+def _fn_mask(text: str, args: list[str]) -> KeySpec:
+    """``mask:<flowkey>:<mask_bits>``: the address with its host bits cleared (e.g. 10.1.2.0)."""
+    if len(args) != 2:
+        raise FilterError(f"{text!r}: mask takes mask:<flowkey>:<mask_bits>")
+    inner = parse_key(args[0])
+    if inner.kind not in ("ip4", "ip6"):
+        raise FilterError(f"{text!r}: mask applies to IP address keys, not {inner.name}")
+    try:
+        bits = int(args[1])
+    except ValueError:
+        raise FilterError(f"{text!r}: mask bits must be an integer") from None
+    width = 32 if inner.kind == "ip4" else 128
+    if not 0 <= bits <= width:
+        raise FilterError(f"{text!r}: mask bits must be 0..{width}")
+
+    def extract(f: np.ndarray, agents: Agents) -> KeyColumns:
+        kc = inner.columns(f, agents)
+        if inner.kind == "ip4":
+            m = ((1 << 32) - 1) ^ ((1 << (32 - bits)) - 1)
+            return KeyColumns([kc.words[0] & _U64(m)], kc.defined)
+        hi, lo = kc.words
+        full = ((1 << 128) - 1) ^ ((1 << (128 - bits)) - 1)
+        mhi, mlo = _U64(full >> 64), _U64(full & 0xFFFFFFFFFFFFFFFF)
+        # an IPv4 address held as ::ffff:a.b.c.d (ipsrc/ipdst/ipnexthop) is masked as IPv4
+        v4 = (hi == 0) & ((lo >> _U64(32)) == _U64(0xFFFF))
+        m4 = ((1 << 32) - 1) ^ ((1 << max(0, 32 - bits)) - 1) if bits <= 32 else (1 << 32) - 1
+        lo4 = (lo & _U64(0xFFFF00000000)) | (lo & _U64(m4))
+        return KeyColumns([np.where(v4, hi, hi & mhi), np.where(v4, lo4, lo & mlo)], kc.defined)
+    return KeySpec(text, f"{inner.name} masked to /{bits}", inner.nwords, _no_extract, inner.fmt,
+                   inner.kind, extract)
+
+
+def _fn_null(text: str, args: list[str]) -> KeySpec:
+    """``null:<flowkey>:<null_value>``: the key, or ``null_value`` where it is undefined."""
+    if len(args) < 2:
+        raise FilterError(f"{text!r}: null takes null:<flowkey>:<null_value>")
+    inner = parse_key(args[0])
+    literal = ":".join(args[1:])
+
+    def extract(f: np.ndarray, agents: Agents) -> KeyColumns:
+        kc = inner.columns(f, agents)
+        d = kc.defined
+        words = [np.where(d, w, _U64(0)) for w in kc.words]
+        return KeyColumns([d.astype(_U64), *words], np.ones(len(f), bool))
+
+    def fmt(w: Sequence[int], agents: Agents) -> str:
+        return inner.fmt(w[1:], agents) if w[0] else literal
+    return KeySpec(text, f"{inner.name}, else {literal!r}", 1 + inner.nwords, _no_extract, fmt,
+                   "text", extract)
+
+
+def _fn_or(text: str, args: list[str]) -> KeySpec:
+    """``or:<flowkey1>:<flowkey2>...``: the first key that is defined for the sample.
+
+    An argument that is not a flow key is a literal (e.g. ``or:tcpsourceport:udpsourceport:-1``),
+    always defined."""
+    if len(args) < 2:
+        raise FilterError(f"{text!r}: or takes or:<flowkey1>:<flowkey2>...")
+    alts: list[KeySpec | str] = []
+    for a in args:
+        try:
+            alts.append(parse_key(a))
+        except FilterError:
+            if a.startswith("[") or not a.strip():
+                raise
+            alts.append(a)
+    width = max(a.nwords if isinstance(a, KeySpec) else 0 for a in alts)
+
+    def extract(f: np.ndarray, agents: Agents) -> KeyColumns:
+        n = len(f)
+        sel = np.zeros(n, _U64)
+        words = [np.zeros(n, _U64) for _ in range(width)]
+        todo = np.ones(n, bool)
+        for i, a in enumerate(alts, start=1):
+            if not todo.any():
+                break
+            if isinstance(a, str):
+                take = todo.copy()
+            else:
+                kc = a.columns(f, agents)
+                take = todo & kc.defined
+                for j, w in enumerate(kc.words):
+                    words[j] = np.where(take, w, words[j])
+            sel[take] = i
+            todo &= ~take
+        return KeyColumns([sel, *words], ~todo)
+
+    def fmt(w: Sequence[int], agents: Agents) -> str:
+        a = alts[int(w[0]) - 1]
+        return a if isinstance(a, str) else a.fmt(w[1:1 + a.nwords], agents)
+    return KeySpec(text, "first defined of " + ", ".join(str(getattr(a, "name", a)) for a in alts),
+                   1 + width, _no_extract, fmt, "text", extract)
+
+
+def _text_fn(kind: str) -> Callable[[str, list[str]], KeySpec]:
+    def make(text: str, args: list[str]) -> KeySpec:
+        """``prefix:<flowkey>:<delim>:<num_tokens>`` (``suffix:`` likewise, from the end)."""
+        if len(args) != 3:
+            raise FilterError(f"{text!r}: {kind} takes {kind}:<flowkey>:<delim>:<num_tokens>")
+        inner = parse_key(args[0])
+        delim = args[1]
+        try:
+            ntok = int(args[2])
+        except ValueError:
+            raise FilterError(f"{text!r}: num_tokens must be an integer") from None
+        if not delim or ntok < 1:
+            raise FilterError(f"{text!r}: needs a delimiter and num_tokens >= 1")
+        # results are interned per key function (bounded: beyond the cap a result is refused and
+        # its samples are not counted; refusals are counted in ``overflow``)
+        table: dict[str, int] = {}
+        texts: list[str] = [""]
+        state = {"overflow": 0}
+
+        def apply(s: str) -> str:
+            toks = s.split(delim)
+            return delim.join(toks[:ntok] if kind == "prefix" else toks[-ntok:])
+
+        def extract(f: np.ndarray, agents: Agents) -> KeyColumns:
+            kc = inner.columns(f, agents)
+            out = np.zeros(len(f), _U64)
+            idx = np.flatnonzero(kc.defined)
+            if len(idx):
+                u, inv = _distinct_rows([w[idx] for w in kc.words])
+                ids = np.zeros(len(u), _U64)
+                for r, row in enumerate(u.tolist()):
+                    t = apply(inner.fmt(row, agents))
+                    code = table.get(t)
+                    if code is None:
+                        if len(texts) > MAX_INTERNED_TEXT:
+                            state["overflow"] += 1
+                            continue
+                        code = table[t] = len(texts)
+                        texts.append(t)
+                    ids[r] = code
+                out[idx] = ids[inv]
+            return KeyColumns([out], out != 0)
+
+        def fmt(w: Sequence[int], agents: Agents) -> str:
+            i = int(w[0])
+            return texts[i] if 0 < i < len(texts) else ""
+        return KeySpec(text, f"{kind} of {inner.name}", 1, _no_extract, fmt, "text", extract)
+    return make
+
+
+def _no_extract(f: np.ndarray) -> KeyColumns:
+    raise TypeError("key functions are evaluated with KeySpec.columns(flows, agents)")
+
+
+_KEY_FUNCTIONS: dict[str, Callable[[str, list[str]], KeySpec]] = {
+    "mask": _fn_mask, "null": _fn_null, "or": _fn_or,
+    "prefix": _text_fn("prefix"), "suffix": _text_fn("suffix"),
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -348,6 +622,7 @@ class _Cmp(_Node):
     values: list[str]
     regexes: list[re.Pattern[str]]
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    null: bool = False           # ``key=null`` / ``key!=null``: is the key undefined / defined
 
     def _test(self, text: str) -> bool:
         if self.op in ("~", "!~"):
@@ -402,7 +677,9 @@ class _Cmp(_Node):
     def mask(self, flows: np.ndarray, agents: Agents, cache: dict[str, KeyColumns]) -> np.ndarray:
         kc = cache.get(self.key.name)
         if kc is None:
-            kc = cache[self.key.name] = self.key.extract(flows)
+            kc = cache[self.key.name] = self.key.columns(flows, agents)
+        if self.null:
+            return ~kc.defined if self.op == "=" else kc.defined.copy()
         fast = self._numeric(kc)
         if fast is not None:
             hit = fast & kc.defined
@@ -514,9 +791,10 @@ class Filter:
             return node
         if kind != "word":
             raise FilterError(f"filter: expected a key, got {tok!r} in {self.text!r}")
-        spec = KEYS.get(tok.lower())
-        if spec is None:
-            raise FilterError(f"filter: unknown flow key {tok!r}")
+        try:
+            spec = parse_key(tok)
+        except FilterError as exc:
+            raise FilterError(f"filter: {exc}") from None
         okind, op = self._take()
         if okind != "op":
             raise FilterError(f"filter: expected =, !=, ~ or !~ after {tok!r}")
@@ -530,15 +808,14 @@ def _make_cmp(spec: KeySpec, op: str, vtext: str) -> _Cmp:
     values = [v.strip() for v in vtext.split(",")]
     if any(not v for v in values):
         raise FilterError(f"filter: empty value in {spec.name}{op}{vtext}")
+    if values == ["null"] and op in ("=", "!="):
+        return _Cmp(spec, op, [], [], [], null=True)
     regexes: list[re.Pattern[str]] = []
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     exact: list[str] = []
     if op in ("~", "!~"):
         for v in values:
-            try:
-                regexes.append(re.compile(v))
-            except re.error as exc:
-                raise FilterError(f"filter: bad regular expression {v!r}: {exc}") from None
+            regexes.append(_compile_match(v))
     else:
         for v in values:
             if spec.kind in ("ip4", "ip6"):
@@ -563,6 +840,43 @@ def _make_cmp(spec: KeySpec, op: str, vtext: str) -> _Cmp:
             else:
                 exact.append(v)
     return _Cmp(spec, op, exact, regexes, nets)
+
+
+MAX_PATTERN = 256
+
+
+def _nested_repeat(items: Any, inside: bool = False) -> bool:
+    """Whether a parsed pattern repeats (``+``, ``*``, ``{n,}``) something that itself repeats."""
+    for op, av in items:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            _, hi, sub = av
+            big = hi is _sre.MAXREPEAT or hi > 1
+            if (big and inside) or _nested_repeat(sub, inside or big):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _nested_repeat(av[-1], inside):
+                return True
+        elif op is _sre.BRANCH:
+            if any(_nested_repeat(b, inside) for b in av[1]):
+                return True
+    return False
+
+
+def _compile_match(v: str) -> re.Pattern[str]:
+    """A ``~`` pattern (sFlow-RT: a regular expression matched against the key text), refused when
+    it could backtrack catastrophically (nested unbounded repetition such as ``(a+)+``): filters
+    run on the ingest path, so a pattern must never be able to stall it."""
+    if len(v) > MAX_PATTERN:
+        raise FilterError(f"filter: regular expression longer than {MAX_PATTERN} characters")
+    try:
+        rx = re.compile(v)
+        nested = _nested_repeat(_sre_parse.parse(v))
+    except re.error as exc:
+        raise FilterError(f"filter: bad regular expression {v!r}: {exc}") from None
+    if nested:
+        raise FilterError(f"filter: regular expression {v!r} repeats a repetition (e.g. (a+)+), "
+                          "which can backtrack catastrophically; write it without nesting")
+    return rx
 
 
 def parse_filter(text: str | None) -> Filter | None:

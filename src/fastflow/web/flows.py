@@ -1,24 +1,50 @@
-"""REST routes of the top-flows engine (sFlow-RT's ``/flow``, ``/flowkeys``, ``/activeflows``).
+"""REST routes of the top-flows engine: sFlow-RT's ``/flow``, ``/flowkeys``, ``/activeflows``,
+``/flowvalue``, ``/flows`` (flow log) and ``/flowstats`` (fastflow's loss statistics).
 
 The engine (:class:`fastflow.collector.flows.FlowEngine`) offers plain methods (define, delete,
-definition, definitions, active_flows, stats); this module turns requests into those calls and their
-errors into HTTP answers.
+definition, definitions, active_flows, flow_value, logged_flows, stats); this module turns requests
+into those calls and their errors into HTTP answers. Shapes follow sFlow-RT's REST API (its OpenAPI
+``api.yml`` and https://sflow-rt.com/reference.php): ``PUT``/``DELETE /flow/{name}/json`` answer
+204 No Content. docs/flows.md documents every route.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
+from typing import Any
 
 from fastflow.collector.flowfilter import KEYS, FilterError
-from fastflow.collector.flows import FlowEngine
+from fastflow.collector.flows import VALUES, FlowEngine
 from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 
-DEFINITION_FIELDS = {"keys", "value", "filter", "t", "n", "fs", "log", "flowStart", "activeTimeout"}
+DEFINITION_FIELDS = {"keys", "value", "filter", "t", "n", "fs", "dropped", "log", "flowStart",
+                     "activeTimeout", "aggMode"}
+MAX_LOG_TIMEOUT = 60.0          # seconds a /flows/json request may wait for new flows
+MAX_LOG_WAITERS = 64            # /flows/json requests waiting at once (more: 503)
+MAX_LOG_FLOWS = 10_000          # records in one /flows/json answer
+MAX_STATS_SOURCES = 10_000      # data sources in one /flowstats/json answer
+LOG_POLL = 0.1                  # seconds between checks of a waiting /flows/json request
 
 
-def flow_routes(engine: FlowEngine) -> list[Route]:
-    """The sFlow-RT flow endpoints (see README) for ``engine``."""
+def _num(req: Request, name: str, default: float | None,
+         cast: Callable[[str], float] = float) -> float | None:
+    v = req.arg(name)
+    if v is None or v == "":
+        return default
+    try:
+        out = cast(v)
+    except ValueError:
+        raise HTTPError(400, f"{name} must be a number, not {v!r}") from None
+    if not math.isfinite(out):
+        raise HTTPError(400, f"{name} must be finite")
+    return out
+
+
+def flow_routes(engine: FlowEngine, *, log_poll: float = LOG_POLL) -> list[Route]:
+    """The sFlow-RT flow endpoints (docs/flows.md) for ``engine``."""
+    waiting = [0]
 
     def flowkeys(req: Request) -> Response:
         return json_response({k: v.description for k, v in KEYS.items()})
@@ -33,18 +59,21 @@ def flow_routes(engine: FlowEngine) -> list[Route]:
         body = req.json()
         if not isinstance(body, dict):
             raise HTTPError(400, "flow definition must be a JSON object "
-                                 '{"keys", "value", "filter", "t", "n"}')
+                                 '{"keys", "value", "filter", "t", "n", ...}')
         unknown = set(body) - DEFINITION_FIELDS
         if unknown:
             raise HTTPError(400, f"unknown flow definition field(s): {', '.join(sorted(unknown))}")
-        if "keys" not in body:
-            raise HTTPError(400, "flow definition needs \"keys\"")
         try:
-            d = engine.define(req.params["name"], body["keys"], body.get("value", "bytes"),
-                              body.get("filter"), body.get("t", 2.0), body.get("n", 100))
+            engine.define(req.params["name"], body.get("keys"), body.get("value", "bytes"),
+                          body.get("filter"), body.get("t", 2.0), body.get("n", 100),
+                          fs=body.get("fs", ","), dropped=body.get("dropped", False),
+                          log_flows=body.get("log", False),
+                          flow_start=body.get("flowStart", False),
+                          active_timeout=body.get("activeTimeout", 60.0),
+                          agg_mode=body.get("aggMode"))
         except FilterError as exc:
             raise HTTPError(400, str(exc)) from None
-        return json_response(d.spec())
+        return Response(204)
 
     def delete(req: Request) -> Response:
         if not engine.delete(req.params["name"]):
@@ -52,36 +81,75 @@ def flow_routes(engine: FlowEngine) -> list[Route]:
         return Response(204)
 
     def active(req: Request) -> Response:
-        def num(name: str, default: float | None, cast: Callable[[str], float]) -> float | None:
-            v = req.arg(name)
-            if v is None or v == "":
-                return default
-            try:
-                out = cast(v)
-            except ValueError:
-                raise HTTPError(400, f"{name} must be a number, not {v!r}") from None
-            if not math.isfinite(out):
-                raise HTTPError(400, f"{name} must be finite")
-            return out
-        max_flows = num("maxFlows", None, int)
-        min_value = num("minValue", 0.0, float)
+        max_flows = _num(req, "maxFlows", None, int)
+        min_value = _num(req, "minValue", 0.0)
         try:
             out = engine.active_flows(req.params["agents"], req.params["name"],
                                       None if max_flows is None else int(max_flows),
-                                      float(min_value or 0.0), req.arg("aggMode", "max") or "max")
+                                      float(min_value or 0.0), req.arg("aggMode") or None)
         except KeyError:
             raise HTTPError(404, f"no flow definition {req.params['name']!r}") from None
         except FilterError as exc:
             raise HTTPError(400, str(exc)) from None
         return json_response(out)
 
+    def flowvalue(req: Request) -> Response:
+        key = req.arg("key")
+        if key is None:
+            raise HTTPError(400, "flowvalue needs ?key=<flow key>")
+        try:
+            v = engine.flow_value(req.params["agent"], req.params["name"], key)
+        except KeyError:
+            raise HTTPError(404, f"no flow definition for {req.params['name']!r} (the name is "
+                                 "<dataSource>.<flow name>)") from None
+        return json_response(v)
+
+    async def logged(req: Request) -> Response:
+        after = _num(req, "flowID", -1, int)
+        max_flows = _num(req, "maxFlows", 100, int)
+        timeout = _num(req, "timeout", 0.0)
+        args: dict[str, Any] = {"name": req.arg("name") or None, "after": int(after or -1),
+                                "max_flows": max(0, min(int(max_flows or 0), MAX_LOG_FLOWS))}
+        engine.tick()
+        out = engine.logged_flows(**args)
+        wait = min(max(float(timeout or 0.0), 0.0), MAX_LOG_TIMEOUT)
+        if out or wait <= 0:
+            return json_response(out)
+        if waiting[0] >= MAX_LOG_WAITERS:
+            raise HTTPError(503, f"too many /flows/json requests waiting ({MAX_LOG_WAITERS})")
+        waiting[0] += 1
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + wait
+            seen = engine.last_flow_id()
+            while not out and loop.time() < end:
+                await asyncio.sleep(min(log_poll, max(0.0, end - loop.time())))
+                engine.tick()
+                newest = engine.last_flow_id()
+                if newest != seen:
+                    seen = newest
+                    out = engine.logged_flows(**args)
+        finally:
+            waiting[0] -= 1
+        return json_response(out)
+
+    def stats(req: Request) -> Response:
+        n = _num(req, "maxSources", 100, int)
+        return json_response(engine.stats(max(0, min(int(n or 0), MAX_STATS_SOURCES))))
+
+    def values(req: Request) -> Response:
+        return json_response({k: v[2] for k, v in VALUES.items()})
+
     return [
         Route("GET", "/flowkeys/json", flowkeys),
-        Route("GET", "/flowstats/json", lambda r: json_response(engine.stats())),
+        Route("GET", "/flowvalues/json", values),
+        Route("GET", "/flowstats/json", stats),
         Route("GET", "/flow/json", lambda r: json_response(engine.definitions())),
         Route("GET", "/flow/{name}/json", get),
         Route("PUT", "/flow/{name}/json", put, mutating=True),
         Route("POST", "/flow/{name}/json", put, mutating=True),
         Route("DELETE", "/flow/{name}/json", delete, mutating=True),
         Route("GET", "/activeflows/{agents}/{name}/json", active),
+        Route("GET", "/flowvalue/{agent}/{name}/json", flowvalue),
+        Route("GET", "/flows/json", logged),
     ]
