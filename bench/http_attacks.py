@@ -19,8 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _attack_util import (SERVICE, attack_regex, distinct_patterns, get,  # noqa: E402
-                          healthz_seconds, idle_connections, rss_kib, send, service, wait_metrics)
+from _attack_util import (  # noqa: E402
+    SERVICE,
+    attack_regex,
+    distinct_patterns,
+    get,
+    healthz_seconds,
+    idle_connections,
+    rss_kib,
+    send,
+    service,
+    wait_metrics,
+)
 
 
 def main() -> int:

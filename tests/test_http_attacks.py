@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from _attack_util import (SERVICE, attack_regex, distinct_patterns, get,
-                          healthz_seconds, idle_connections, send, service, wait_metrics)
+from _attack_util import (
+    SERVICE,
+    attack_regex,
+    distinct_patterns,
+    get,
+    healthz_seconds,
+    idle_connections,
+    send,
+    service,
+    wait_metrics,
+)
 
 BOUND = 2.0      # seconds: /healthz answer time under attack (issue #11)
 
