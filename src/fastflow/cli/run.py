@@ -272,7 +272,8 @@ class Service:
         if self.trends is None or self.scaler is None:
             return
         state = self.scaler.state()
-        points = await offload(self.trends.sample, state)
+        points, detail = await offload(self.trends.compute, state)
+        self.trends.record(points, detail, state)
         self.trends.publish(points, state, list(getattr(self.scaler, "events", []))[-50:])
 
     async def _run_scaler(self) -> None:

@@ -51,6 +51,7 @@ class Trends:
         self._queues: set[asyncio.Queue[str]] = set()
         self.last_state: dict[str, Any] = {}
         self.last_events: list[dict[str, Any]] = []
+        self.detail: dict[str, dict[str, dict[str, Any]]] = {}   # newest per-container figures
         self.samples = 0
 
     def _pattern(self, pattern: str) -> re.Pattern[str] | None:
@@ -66,9 +67,18 @@ class Trends:
         return rx
 
     def sample(self, state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """One point per managed service from ``state`` (Scaler.state()); returns the new points."""
+        """:meth:`compute` then :meth:`record` (one thread)."""
+        points, detail = self.compute(state)
+        self.record(points, detail, state)
+        return points
+
+    def compute(self, state: Mapping[str, Any]
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+        """One point per managed service from ``state`` (Scaler.state()); changes nothing, so it
+        may run on a worker thread while the loop serves the history."""
         now = self.clock()
         points: dict[str, dict[str, Any]] = {}
+        detail: dict[str, dict[str, dict[str, Any]]] = {}
         services = state.get("services") or {}
         for name, info in list(services.items())[: self.max_services]:
             cfg = info.get("config") or {}
@@ -80,11 +90,12 @@ class Trends:
                                              {"vir_host_name": [rx]})
                 except Exception as exc:  # noqa: BLE001 - a trend gap, not a crash
                     log.debug("trend sample for %s failed: %s", name, exc)
-            per: dict[str, dict[str, float | None]] = {}
+            per: dict[str, dict[str, Any]] = {}
             for r in rows:
                 host = str(r.get("hostName") or f"{r.get('agent')}:{r.get('dataSource')}")
                 v = r.get("metricValue")
-                c = per.setdefault(host, {"cpu": None, "in": None, "out": None})
+                c = per.setdefault(host, {"cpu": None, "in": None, "out": None,
+                                          "agent": r.get("agent")})
                 val = float(v) if isinstance(v, int | float) and math.isfinite(v) else None
                 key = {"vir_cpu_utilization": "cpu", "vir_bytes_in": "in",
                        "vir_bytes_out": "out"}.get(str(r.get("metricName")))
@@ -95,20 +106,28 @@ class Trends:
             outs = [c["out"] for c in per.values() if c["out"] is not None]
             top = sorted(per, key=lambda h: -(per[h]["cpu"] or 0.0))[:MAX_HOSTS_PER_POINT]
             current = info.get("current")
-            point = {"t": round(now, 3),
-                     "replicas": current if isinstance(current, int) else (len(per) or None),
-                     "desired": info.get("desired"),
-                     "util": sum(cpus) / len(cpus) if cpus else None,
-                     "bytesIn": sum(ins) if ins else None,
-                     "bytesOut": sum(outs) if outs else None,
-                     "per": {h: per[h]["cpu"] for h in sorted(top)}}
+            points[name] = {"t": round(now, 3),
+                            "replicas": current if isinstance(current, int) else (len(per) or None),
+                            "desired": info.get("desired"),
+                            "util": sum(cpus) / len(cpus) if cpus else None,
+                            "bytesIn": sum(ins) if ins else None,
+                            "bytesOut": sum(outs) if outs else None,
+                            "per": {h: per[h]["cpu"] for h in sorted(top)}}
+            detail[name] = {h: per[h] for h in sorted(top)}
+        return points, detail
+
+    def record(self, points: Mapping[str, dict[str, Any]],
+               detail: Mapping[str, dict[str, dict[str, Any]]], state: Mapping[str, Any]) -> None:
+        """Append the points to the bounded trends (on the event loop)."""
+        services = state.get("services") or {}
+        for name, point in points.items():
             self.series.setdefault(name, deque(maxlen=self.keep)).append(point)
-            points[name] = point
+        self.detail = dict(detail)
+        now = self.clock()
         for gone in set(self.series) - set(services):
             if not self.series[gone] or now - self.series[gone][-1]["t"] > self.keep * self.interval:
                 del self.series[gone]
         self.samples += 1
-        return points
 
     def history(self) -> dict[str, list[dict[str, Any]]]:
         return {name: list(pts) for name, pts in self.series.items()}
@@ -119,8 +138,8 @@ class Trends:
         """Send a sample to every open stream (on the event loop)."""
         self.last_state = dict(state)
         self.last_events = events[-50:]
-        msg = _sse("sample", {"points": points, "scaler": self.last_state,
-                              "events": self.last_events})
+        msg = _sse("sample", {"points": points, "detail": self.detail,
+                              "scaler": self.last_state, "events": self.last_events})
         for q in list(self._queues):
             if q.full():
                 try:
@@ -131,7 +150,8 @@ class Trends:
 
     def hello(self) -> str:
         return _sse("history", {"interval": self.interval, "history": self.history(),
-                                "scaler": self.last_state, "events": self.last_events})
+                                "detail": self.detail, "scaler": self.last_state,
+                                "events": self.last_events})
 
     def subscribe(self) -> asyncio.Queue[str] | None:
         if len(self._queues) >= self.max_streams:
