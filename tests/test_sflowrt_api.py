@@ -340,3 +340,14 @@ def test_snapshot_then_compute_outside_the_lock(swarm_pcap: Path) -> None:
         glob_mod.Glob.match = real     # type: ignore[method-assign]
     assert held and not any(held)
     assert r[0]["metricN"] == 3 and np.isfinite(r[0]["metricValue"])
+
+
+def test_scaler_internal_filters_still_select(rt: ServerThread, swarm_pcap: Path) -> None:
+    """The scaler passes re.escape'd task names (exact globs) or a compiled policy pattern."""
+    import re
+
+    _, metrics, _, _ = _parts(swarm_pcap)
+    flt = {"vir_host_name": [re.escape(n) for n in BURN[:2]]}
+    assert metrics.query("ALL", "avg:vir_cpu_utilization", flt)[0]["metricN"] == 2
+    flt2: dict[str, Any] = {"vir_host_name": [re.compile(re.escape("sflowpeer_burn") + r"\..*")]}
+    assert metrics.query("ALL", "avg:vir_cpu_utilization", flt2)[0]["metricN"] == 3

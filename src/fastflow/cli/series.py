@@ -16,6 +16,7 @@ Exit status: 0 ok, 2 for a bad query (unknown metric, bad filter) or an unreadab
 from __future__ import annotations
 
 import argparse
+import re
 import csv
 import json
 import logging
@@ -96,8 +97,11 @@ def main(args: argparse.Namespace) -> int:
         if failure:
             return
         try:
-            answer = metrics.query(args.agents, specs, filters or None)
-        except ValueError as e:          # a bad filter shows up at the first query
+            # the operator's own patterns: anchored regular expressions (trusted input; the
+            # REST API reads filter values as sFlow-RT globs instead)
+            compiled = {k: [re.compile(p) for p in v] for k, v in filters.items()}
+            answer = metrics.query(args.agents, specs, compiled or None)
+        except (ValueError, re.error) as e:    # a bad filter shows up at the first query
             failure.append(str(e))
             return
         if writer is not None:
