@@ -16,10 +16,10 @@ Exit status: 0 ok, 2 for a bad query (unknown metric, bad filter) or an unreadab
 from __future__ import annotations
 
 import argparse
-import re
 import csv
 import json
 import logging
+import re
 import sys
 from typing import Any
 
