@@ -11,7 +11,7 @@ and shuts down gracefully; this module adds what a collector next to browsers an
   keep-alive connection is closed after ``idle_timeout``; a body must arrive within ``body_timeout``
   (408). Request bodies over ``max_request_bytes`` are refused (413) before they are read.
 * **Host check** against DNS rebinding: a ``Host`` that is a name must be ``localhost``, the bind
-  name, or one of ``allowed_hosts`` (``"*"`` allows any); IP literals are always accepted (a
+  name, this machine's host name, or one of ``allowed_hosts`` (``"*"`` allows any); IP literals are always accepted (a
   rebinding page cannot present one). Unknown names get 421.
 * **No cross-site changes**: a request that changes state (a mutating route, or a GET carrying a
   route's ``mutates_on`` parameter such as sFlow-RT's ``?state=enabled``) is refused with 403 when
@@ -31,6 +31,7 @@ import ipaddress
 import logging
 import mimetypes
 import resource
+import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -209,7 +210,7 @@ class ApiServer:
         self.idle_timeout = idle_timeout
         self.body_timeout = body_timeout
         self.max_connections = max_connections or default_max_connections()
-        hosts = {"localhost", "localhost.", host.lower()}
+        hosts = {"localhost", "localhost.", host.lower(), socket.gethostname().lower()}
         hosts.update(h.strip().lower() for h in allowed_hosts if h.strip())
         self.allowed_hosts = frozenset(hosts)
         self.requests = 0                      # requests answered
