@@ -170,3 +170,56 @@ def test_12_either_token_on_scaler_routes(tmp_path: Path) -> None:
                     body=json.dumps({"metric": "vir_cpu_utilization", "value": 1}).encode(),
                     headers={"Authorization": "Bearer api-T"})
         assert st == 200
+
+
+def test_7_in_a_real_browser(tmp_path: Path) -> None:
+    """The issue's page, served from another site (http://localhost:P), opened in chromium."""
+    import http.server
+    import os
+    import shutil
+    import threading
+
+    chromium = os.environ.get("FASTFLOW_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists() and shutil.which("chromium") is None:
+        pytest.skip("chromium not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright not installed")
+    with service(tmp_path) as (proc, _sport, hport):
+        target = f"http://127.0.0.1:{hport}"
+        page_html = (f'<html><body><img src="{target}/scaler/json?state=enabled">'
+                     f'<img src="{target}/scaler/{SERVICE}/json?state=enabled">'
+                     f'<script>fetch("{target}/scaler/json?state=enabled", {{mode: "no-cors"}})'
+                     f'.finally(() => {{ document.title = "done"; }});</script></body></html>')
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:       # noqa: N802
+                body = page_html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            with sync_playwright() as p:
+                b = p.chromium.launch(executable_path=chromium if Path(chromium).exists()
+                                      else shutil.which("chromium"),
+                                      args=["--headless", "--no-sandbox", "--disable-gpu"])
+                try:
+                    page = b.new_page()
+                    page.goto(f"http://localhost:{evil.server_address[1]}/", wait_until="load")
+                    page.wait_for_function("() => document.title === 'done'", timeout=10000)
+                finally:
+                    b.close()
+        finally:
+            evil.shutdown()
+        assert not _scaler_enabled(hport)
+        st, h = get(hport, "/healthz")
+        assert h["http"]["cross_site_refused"] >= 1      # the requests did reach the server
