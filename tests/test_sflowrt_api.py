@@ -351,3 +351,21 @@ def test_scaler_internal_filters_still_select(rt: ServerThread, swarm_pcap: Path
     assert metrics.query("ALL", "avg:vir_cpu_utilization", flt)[0]["metricN"] == 2
     flt2: dict[str, Any] = {"vir_host_name": [re.compile(re.escape("sflowpeer_burn") + r"\..*")]}
     assert metrics.query("ALL", "avg:vir_cpu_utilization", flt2)[0]["metricN"] == 3
+
+
+def test_trends_are_bounded(swarm_pcap: Path) -> None:
+    from fastflow.web.trends import PER_HOST_POINTS, Trends
+
+    _, metrics, _, (cap, _, clock) = _parts(swarm_pcap)
+    tr = Trends(metrics, keep=PER_HOST_POINTS + 20, clock=clock.now)
+    state = {"services": {"sflowpeer_burn": {"current": 3, "config": {
+        "pattern": "sflowpeer_burn\\..*"}}}}
+    for _ in range(PER_HOST_POINTS + 50):
+        pts = tr.sample(state)
+    assert pts["sflowpeer_burn"]["replicas"] == 3
+    assert sorted(pts["sflowpeer_burn"]["per"]) == BURN
+    ser = tr.history()["sflowpeer_burn"]
+    assert len(ser) == PER_HOST_POINTS + 20
+    assert all("per" not in p for p in ser[:20]) and all("per" in p for p in ser[20:])
+    tr.sample({"services": {}})             # the service left the configuration: kept a while
+    assert "sflowpeer_burn" in tr.history()

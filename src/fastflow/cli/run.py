@@ -30,7 +30,7 @@ from typing import Any
 from fastflow import __version__
 from fastflow.cli.config import Config, ConfigError, load_config
 from fastflow.web import STATIC_DIR
-from fastflow.web.api import ApiServer, core_routes, offload
+from fastflow.web.api import ApiServer, core_routes, offload, shutdown_offload
 from fastflow.web.flows import flow_routes
 from fastflow.web.http import Route
 from fastflow.web.scaler import scaler_routes
@@ -304,6 +304,7 @@ class Service:
             self._scaler_task = None
         if self.api is not None:
             await self.api.stop()
+        await asyncio.to_thread(shutdown_offload)
         if self.ingest is not None and self._ingest_started:
             self._ingest_started = False
             try:

@@ -29,7 +29,7 @@ from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 from fastflow.web.server import MAX_REQUEST_BYTES, ApiServer, is_loopback
 
 __all__ = ["ApiServer", "MAX_REQUEST_BYTES", "core_routes", "is_loopback", "prometheus_text",
-           "agent_fields", "own_metrics_text", "offload"]
+           "agent_fields", "own_metrics_text", "offload", "shutdown_offload"]
 
 log = logging.getLogger("fastflow.api")
 
@@ -39,12 +39,23 @@ MAX_FILTER_VALUES = 64
 MAX_FILTER_CHARS = 512
 MAX_LONG_POLL = 60.0                            # seconds an /events/json request may wait
 
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastflow-query")
+_POOL: ThreadPoolExecutor | None = None
 
 
 async def offload(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` on the query pool: the event loop (HTTP, scaler) keeps going meanwhile."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastflow-query")
     return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
+
+
+def shutdown_offload() -> None:
+    """Let the query pool's threads end (the service calls it when it stops)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ==================================================================================================

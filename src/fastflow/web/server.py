@@ -153,7 +153,7 @@ class _Conn(RequestHandler):
 
     def _head_timeout(self) -> None:
         self._head_timer = None
-        if self._request_count == 0 and self.transport is not None:
+        if getattr(self, "_request_count", 1) == 0 and self.transport is not None:
             assert self._manager is not None
             self._manager.api._limit("header_timeout", "closed a connection that sent no "
                                      "request head within %.0f s", self._manager.api.header_timeout)
@@ -169,7 +169,8 @@ class _Conn(RequestHandler):
 
     @property
     def ff_idle(self) -> bool:
-        return self._current_request is None and not self._messages
+        return (getattr(self, "_current_request", None) is None
+                and not getattr(self, "_messages", None))
 
 
 class _GuardedServer(Server):

@@ -3,7 +3,8 @@
 :class:`Trends` samples, every ``interval`` seconds, each managed service's containers (the
 service's own ``pattern`` from the operator's configuration, a trusted regular expression) and
 keeps a bounded trend per service — replicas, mean CPU utilisation, bytes in/out and per-container
-CPU — like an sFlow-RT app's trend. A page opened late gets the whole trend at once and then each
+CPU (for the newest 10 minutes) — like an sFlow-RT app's trend; at most 1800 points (an hour)
+per service, 32 services, 16 containers per point. A page opened late gets the whole trend at once and then each
 new point: ``GET /dashboard/trend/json`` (the history) and ``GET /dashboard/stream`` (SSE:
 ``event: history`` first, then ``event: sample`` per point with the scaler's state and decision
 log). Streams are capped (``max_streams``, 503 beyond) and a slow reader loses old points, never
@@ -31,14 +32,15 @@ __all__ = ["Trends", "trend_routes"]
 log = logging.getLogger("fastflow.trends")
 
 TREND_METRICS = ("vir_cpu_utilization", "vir_bytes_in", "vir_bytes_out")
-MAX_HOSTS_PER_POINT = 64
+MAX_HOSTS_PER_POINT = 16      # per-container lines on a chart (the busiest)
+PER_HOST_POINTS = 300         # newest points that keep per-container values (10 min at 2 s)
 
 
 class Trends:
     """Bounded per-service trends sampled from the metrics (see module doc)."""
 
     def __init__(self, metrics: Any, *, interval: float = 2.0, keep: int = 1800,
-                 max_services: int = 64, max_streams: int = 32,
+                 max_services: int = 32, max_streams: int = 32,
                  clock: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
         self.interval = interval
@@ -121,7 +123,12 @@ class Trends:
         """Append the points to the bounded trends (on the event loop)."""
         services = state.get("services") or {}
         for name, point in points.items():
-            self.series.setdefault(name, deque(maxlen=self.keep)).append(point)
+            ser = self.series.setdefault(name, deque(maxlen=self.keep))
+            ser.append(point)
+            if len(ser) > PER_HOST_POINTS:       # older points keep the aggregates only
+                old = ser[-PER_HOST_POINTS - 1]
+                if old.get("per"):
+                    ser[-PER_HOST_POINTS - 1] = {k: v for k, v in old.items() if k != "per"}
         self.detail = dict(detail)
         now = self.clock()
         for gone in set(self.series) - set(services):

@@ -235,7 +235,7 @@
     const tmin = Math.max(hist.length ? hist[0].t : now - 60, now - HISTORY_S);
     const hosts = Object.keys(svc.latest || {}).sort();
     const series = hosts.map((hname, i) => ({
-      pts: hist.map((p) => [p.t, p.per[hname]]), color: COLORS[i % COLORS.length], width: 1,
+      pts: hist.map((p) => [p.t, (p.per || {})[hname]]), color: COLORS[i % COLORS.length], width: 1,
     }));
     series.push({ pts: hist.map((p) => [p.t, p.util]), color: "#000", width: 2.5 });
     const maxRep = Math.max(1, cfg.replicas_max || 1, ...hist.map((p) => p.replicas || 0));
