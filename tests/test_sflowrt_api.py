@@ -369,3 +369,29 @@ def test_trends_are_bounded(swarm_pcap: Path) -> None:
     assert all("per" not in p for p in ser[:20]) and all("per" in p for p in ser[20:])
     tr.sample({"services": {}})             # the service left the configuration: kept a while
     assert "sflowpeer_burn" in tr.history()
+
+
+def test_threshold_by_flow_on_a_replayed_capture(swarm_pcap: Path) -> None:
+    """A threshold on a flow definition (sFlow-RT's typical use): one event per flow key."""
+    from fastflow import pcap
+    from fastflow.collector.flows import FlowEngine
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
+
+    clock = ReplayClock()
+    store = Store(depth=32, expire_after=1e9, clock=clock)
+    flows = FlowEngine(clock=clock, definition_ttl=None)
+    pipeline = Pipeline([store, flows], clock=clock)
+    th = Thresholds(Metrics(store, lock=pipeline.lock), clock=clock.now, flows=flows)
+    flows.define("pairs", "ipsource,ipdestination,ipprotocol", "frames")
+    th.set("busy", {"metric": "pairs", "value": 0.001, "byFlow": True})
+    cap = pcap.read(swarm_pcap)
+    events: list[dict[str, Any]] = []
+    bounds = np.linspace(0, len(cap.offsets), 6).astype(int)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        pipeline.feed(cap.buf, cap.offsets[a:b], cap.lengths[a:b], cap.ts[a:b])
+        events += th.evaluate()
+    assert events and all(e["metric"] == "pairs" and e["flowKey"] for e in events)
+    assert any(e["flowKey"].startswith("127.0.0.1,127.0.0.1,") for e in events)
+    assert all(e["value"] > 0.001 and e["threshold"] == 0.001 for e in events)
