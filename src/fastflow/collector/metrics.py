@@ -406,6 +406,7 @@ def _build() -> dict[str, MetricDef]:
 METRICS: dict[str, MetricDef] = _build()
 MAX_FILTER_KEYS = 32        # filters in one query
 MAX_FILTER_VALUES = 64      # patterns per filter
+MAX_MATCH_CACHE = 256       # filter results kept per store generation
 _KEY_TEXT = ("hostname", "machine_type", "os_name", "os_release")
 
 
@@ -481,6 +482,7 @@ class Metrics:
         self._groups: dict[str, _Group] = {}
         self._vecs: dict[str, _Vec] = {}
         self.globs = GlobCache(max_patterns)
+        self._gen_cache: dict[str, Any] = {}  # per store generation: key copies, text tables
         self._glock = threading.Lock()        # the glob cache is used outside the store lock
 
     # ------------------------------------------------------------------ vectors
@@ -489,6 +491,7 @@ class Metrics:
             self._gen = self.store.generation
             self._groups.clear()
             self._vecs.clear()
+            self._gen_cache = {}
 
     def _group(self, name: str) -> _Group:
         g = self._groups.get(name)
@@ -547,7 +550,11 @@ class Metrics:
 
     # ------------------------------------------------------------------ snapshot (under the lock)
     def _snapshot(self, agents: str, names: Sequence[str]) -> _Snap:
-        """Everything a query needs, taken while holding the store lock (cheap, vectorised)."""
+        """Everything a query needs, taken while holding the store lock (cheap, vectorised).
+
+        The key columns and the text tables are copied once per store generation (many queries
+        between two batches share them); per query only the fresh/agent selection is new.
+        """
         with self.lock:
             self._sync()
             st = self.store
@@ -555,22 +562,32 @@ class Metrics:
             n = st.n_keys
             base = np.asarray(st.fresh(now))[:n] & self._agent_sel(agents)[:n]
             vecs = {nm: self.vector(nm) for nm in dict.fromkeys(names)}
-            k = st.k
-            agent = k["agent"][:n].copy()
+            gc = self._gen_cache
+            keys = gc.get("keys")
+            if keys is None:
+                k = st.k
+                agent = k["agent"][:n].copy()
+                hcodes = k["hostname"][:n].astype(np.int64)
+                hu = np.unique(hcodes)
+                hosts = dict(zip(hu.tolist(), st.strings.resolve(hu), strict=True)) \
+                    if st.strings is not None else {}
+                agent_names = {int(a): (st.agents[int(a)] if st.agents is not None else str(a))
+                               for a in np.unique(agent).tolist()}
+                keys = gc["keys"] = (agent, k["source_id"][:n].copy(), k["last_seen"][:n].copy(),
+                                     hcodes, hosts, agent_names)
             texts: dict[str, dict[int, str]] = {}
             for nm, v in vecs.items():
                 if v.codes is not None:
-                    u = np.unique(v.codes[:n][base & v.valid[:n]])
-                    texts[nm] = dict(zip(u.tolist(), self._texts(v.m, u), strict=True))
-            hcodes = k["hostname"][:n].astype(np.int64)
-            hu = np.unique(hcodes[base])
-            hosts = dict(zip(hu.tolist(), st.strings.resolve(hu), strict=True)) \
-                if st.strings is not None else {}
-            au = np.unique(agent[base])
-            agent_names = {int(a): (st.agents[int(a)] if st.agents is not None else str(a))
-                           for a in au.tolist()}
-            return _Snap(now, n, base, vecs, texts, agent, k["source_id"][:n].copy(),
-                         k["last_seen"][:n].copy(), hcodes, hosts, agent_names)
+                    t = gc.get("texts:" + nm)
+                    if t is None:
+                        u = np.unique(v.codes[:n][v.valid[:n]])
+                        t = gc["texts:" + nm] = dict(zip(u.tolist(), self._texts(v.m, u),
+                                                         strict=True))
+                    texts[nm] = t
+            agent, source_id, last_seen, hcodes, hosts, agent_names = keys
+            matches = gc.setdefault("matches", {})
+            return _Snap(now, n, base, vecs, texts, agent, source_id, last_seen, hcodes, hosts,
+                         agent_names, matches)
 
     def _agent_sel(self, agents: str) -> np.ndarray:
         st = self.store
@@ -610,22 +627,41 @@ class Metrics:
         if len(filters) > MAX_FILTER_KEYS:
             raise ValueError(f"more than {MAX_FILTER_KEYS} filters")
         for name, pats in filters.items():
-            fns = self._matchers(name, pats)
-            v = snap.vecs[name]
-            idx = np.nonzero(sel & v.valid[: snap.n])[0]
-            keep = np.zeros(snap.n, bool)
-            if len(idx) and fns:
-                if v.codes is not None:
-                    u, inv = np.unique(v.codes[idx], return_inverse=True)
-                    tx = snap.texts[name]
-                    ok = np.array([any(f(tx.get(c, "")) for f in fns) for c in u.tolist()], bool)
-                else:
-                    assert v.values is not None
-                    u, inv = np.unique(v.values[idx], return_inverse=True)
-                    ok = np.array([any(f(_num_text(x)) for f in fns) for x in u.tolist()], bool)
-                keep[idx] = ok[inv.reshape(-1)]
-            sel &= keep
+            sel &= self._matching(snap, name, pats)
         return sel
+
+    def _matching(self, snap: _Snap, name: str, pats: Any) -> np.ndarray:
+        """Bool over key slots: the metric is valid and its text fully matches a pattern.
+
+        Results for string patterns are kept for the store generation (at most
+        ``MAX_MATCH_CACHE`` pattern sets), so repeated queries (dashboards, the scaler) match once.
+        """
+        plain = isinstance(pats, str) or all(isinstance(p, str) for p in pats)
+        ckey = (name, (pats,) if isinstance(pats, str) else tuple(pats)) if plain else None
+        if ckey is not None:
+            with self._glock:
+                hit = snap.matches.get(ckey)
+            if hit is not None:
+                return hit
+        fns = self._matchers(name, pats)
+        v = snap.vecs[name]
+        idx = np.nonzero(v.valid[: snap.n])[0]
+        keep = np.zeros(snap.n, bool)
+        if len(idx) and fns:
+            if v.codes is not None:
+                u, inv = np.unique(v.codes[idx], return_inverse=True)
+                tx = snap.texts[name]
+                ok = np.array([any(f(tx.get(c, "")) for f in fns) for c in u.tolist()], bool)
+            else:
+                assert v.values is not None
+                u, inv = np.unique(v.values[idx], return_inverse=True)
+                ok = np.array([any(f(_num_text(x)) for f in fns) for x in u.tolist()], bool)
+            keep[idx] = ok[inv.reshape(-1)]
+        if ckey is not None:
+            with self._glock:
+                if len(snap.matches) < MAX_MATCH_CACHE:
+                    snap.matches[ckey] = keep
+        return keep
 
     def _prepare(self, agents: str, names: Sequence[str],
                  filters: Mapping[str, Any] | None) -> tuple[_Snap, np.ndarray]:
@@ -865,3 +901,4 @@ class _Snap:
     hostname: np.ndarray
     hosts: dict[int, str]
     agent_names: dict[int, str]
+    matches: dict[tuple[str, tuple[Any, ...]], np.ndarray]   # filter results, per generation

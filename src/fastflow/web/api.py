@@ -50,6 +50,24 @@ async def offload(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
 
 
+INLINE_KEYS = 4096     # stores up to this many data sources are queried on the loop (< 1 ms)
+
+
+INLINE_PATTERN = 64    # and its filter patterns are short and have no "?" (C-speed matching)
+
+
+async def query_work(metrics: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` inline when it is cheap (a small store, short star-only patterns), else on
+    the query pool, so no query (100k data sources, long ``?`` patterns) holds the event loop."""
+    store = getattr(metrics, "store", None)
+    cheap = int(getattr(store, "n_keys", INLINE_KEYS + 1)) <= INLINE_KEYS
+    for a in args:
+        if cheap and isinstance(a, Mapping):
+            cheap = all(isinstance(v, str) and len(v) <= INLINE_PATTERN and "?" not in v
+                        for vals in a.values() for v in vals)
+    return fn(*args) if cheap else await offload(fn, *args)
+
+
 def shutdown_offload() -> None:
     """Let the query pool's threads end (the service calls it when it stops)."""
     global _POOL
@@ -428,14 +446,14 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
 
     # ------------------------------------------------------------------ metrics
     async def metric(req: Request) -> Response:
-        return json_response(await offload(metrics.query, _agents(req.params["agents"]),
+        return json_response(await query_work(metrics, metrics.query, _agents(req.params["agents"]),
                                            _metric_list(req.params["metrics"]), _filters(req)))
 
     async def agent_metric(req: Request) -> Response:
         fn = getattr(metrics, "agent_metrics", None)
         if fn is None:
             raise HTTPError(404, "per-agent metrics are not available")
-        out = await offload(fn, req.params["agent"])
+        out = await query_work(metrics, fn, req.params["agent"])
         if out is None:
             raise HTTPError(404, f"unknown agent {req.params['agent']!r}")
         return json_response(out)
@@ -445,11 +463,11 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         return "ALL" if names == ["ALL"] else names
 
     async def dump(req: Request) -> Response:
-        return json_response(await offload(metrics.dump, _agents(req.params["agents"]),
+        return json_response(await query_work(metrics, metrics.dump, _agents(req.params["agents"]),
                                            _dump_names(req.params["metrics"]), _filters(req)))
 
     async def table(req: Request) -> Response:
-        return json_response(await offload(metrics.table, _agents(req.params["agents"]),
+        return json_response(await query_work(metrics, metrics.table, _agents(req.params["agents"]),
                                            _metric_list(req.params["metrics"]), _filters(req)))
 
     def agents(req: Request) -> Response:
@@ -460,7 +478,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         return json_response(snap)
 
     async def names(req: Request) -> Response:
-        return json_response(await offload(metrics.names))
+        return json_response(await query_work(metrics, metrics.names))
 
     def version(req: Request) -> Response:
         return Response(200, __version__.encode(), "text/plain; charset=utf-8")
@@ -562,12 +580,12 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
     async def prometheus(req: Request) -> Response:
         agents_spec = _agents(req.params["agents"])
         names = _dump_names(req.params["metrics"])
-        entries = await offload(metrics.dump, agents_spec, names, _filters(req))
+        entries = await query_work(metrics, metrics.dump, agents_spec, names, _filters(req))
         if names != "ALL" and "ifname" not in names:
             # sFlow-RT labels interface series with ifname where the agent sends it
             try:
-                entries = list(entries) + [e for e in await offload(
-                    metrics.dump, agents_spec, ["ifname"], _filters(req))]
+                entries = list(entries) + [e for e in await query_work(
+                    metrics, metrics.dump, agents_spec, ["ifname"], _filters(req))]
             except ValueError:
                 pass
         text = prometheus_text(entries)
