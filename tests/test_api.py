@@ -459,3 +459,31 @@ def test_core_health_errors_prometheus(core: ServerThread) -> None:
         assert 'fastflow_agent_datagrams_received_total{agent="192.0.2.2"} 124' in text
         assert 'fastflow_agent_datagrams_lost_total{agent="192.0.2.2"} 0' in text
         assert "# TYPE fastflow_agent_datagrams_lost_total counter" in text
+
+
+def test_body_timeout_408() -> None:
+    with ServerThread(ROUTES, body_timeout=0.3) as s, s.connect() as c:
+        c.sendall(b"POST /async HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nshort")
+        st, _, body = read_response(c)
+        assert st == 408 and b"timeout" in body
+        assert s.server.stats["body_timeouts"] == 1
+
+
+def test_connection_cap_evicts_the_idle() -> None:
+    with ServerThread(ROUTES, max_connections=4) as s:
+        idle = [s.connect() for _ in range(6)]
+        try:
+            assert request(s.port, "GET", "/echo/a/b")[0] == 200
+            assert s.server.connections <= 4
+            assert s.server.stats["connections_evicted"] >= 3
+        finally:
+            for c in idle:
+                c.close()
+
+
+def test_unknown_host_is_421_ip_literals_and_allowed_names_pass() -> None:
+    with ServerThread(ROUTES, allowed_hosts=["fastflow.example"]) as s:
+        assert request(s.port, "GET", "/echo/a/b", headers={"Host": "evil.example"})[0] == 421
+        for host in ("127.0.0.1", f"127.0.0.1:{s.port}", "[::1]:80", "localhost:1",
+                     "fastflow.example:8008", "10.1.2.3"):
+            assert request(s.port, "GET", "/echo/a/b", headers={"Host": host})[0] == 200, host
