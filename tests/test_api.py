@@ -487,3 +487,18 @@ def test_unknown_host_is_421_ip_literals_and_allowed_names_pass() -> None:
         for host in ("127.0.0.1", f"127.0.0.1:{s.port}", "[::1]:80", "localhost:1",
                      "fastflow.example:8008", "10.1.2.3"):
             assert request(s.port, "GET", "/echo/a/b", headers={"Host": host})[0] == 200, host
+
+
+def test_cross_site_change_refused_same_origin_and_configured_names_pass() -> None:
+    with ServerThread(ROUTES, allowed_hosts=["dash.example"]) as s:
+        host = f"127.0.0.1:{s.port}"
+        put = lambda hdrs: request(s.port, "PUT", "/state", b'{"v": 1}',  # noqa: E731
+                                   headers={"Host": host, **hdrs})[0]
+        assert put({"Origin": "http://evil.example"}) == 403
+        assert put({"Referer": "http://evil.example/x"}) == 403
+        assert put({"Sec-Fetch-Site": "cross-site"}) == 403
+        assert put({"Origin": f"http://{host}"}) == 200
+        assert put({"Origin": "https://dash.example"}) == 200          # behind a proxy
+        assert put({}) == 200                                          # curl
+        # reads are never refused for their origin
+        assert request(s.port, "GET", "/state", headers={"Origin": "http://evil.example"})[0] == 200

@@ -212,8 +212,9 @@ class ApiServer:
         self.body_timeout = body_timeout
         self.max_connections = max_connections or default_max_connections()
         hosts = {"localhost", "localhost.", host.lower(), socket.gethostname().lower()}
-        hosts.update(h.strip().lower() for h in allowed_hosts if h.strip())
-        self.allowed_hosts = frozenset(hosts)
+        configured = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
+        self.allowed_hosts = frozenset(hosts | configured)
+        self.trusted_origins = configured - {"*"}   # pages served under these names (a proxy)
         self.requests = 0                      # requests answered
         self.errors: dict[int, int] = {}       # answers by status >= 400
         self.stats: dict[str, int] = {"connections_evicted": 0, "connections_refused": 0,
@@ -331,7 +332,8 @@ class ApiServer:
                 netloc = urlsplit(val).netloc.lower()
             except ValueError:
                 return f"bad {hdr}"
-            if netloc.rpartition("@")[2] != host:
+            netloc = netloc.rpartition("@")[2]
+            if netloc != host and urlsplit(val).hostname not in self.trusted_origins:
                 return f"{hdr} {val[:80]!r} is not this server ({host!r})"
         return None
 
