@@ -502,3 +502,16 @@ def test_cross_site_change_refused_same_origin_and_configured_names_pass() -> No
         assert put({}) == 200                                          # curl
         # reads are never refused for their origin
         assert request(s.port, "GET", "/state", headers={"Origin": "http://evil.example"})[0] == 200
+
+
+def test_state_param_is_a_change_on_any_route() -> None:
+    """sFlow-RT's GET ...?state= switch is guarded even on a route without flags."""
+    with ServerThread(ROUTES, token="s3cret") as s:
+        host = {"Host": f"127.0.0.1:{s.port}"}
+        assert request(s.port, "GET", "/echo/a/b?state=enabled", headers=host)[0] == 401
+        assert request(s.port, "GET", "/echo/a/b?state=enabled",
+                       headers={**host, "Authorization": "Bearer s3cret",
+                                "Origin": "http://evil.example"})[0] == 403
+        assert request(s.port, "GET", "/echo/a/b?state=enabled",
+                       headers={**host, "Authorization": "Bearer s3cret"})[0] == 200
+        assert request(s.port, "GET", "/echo/a/b?other=1", headers=host)[0] == 200

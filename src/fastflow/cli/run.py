@@ -178,7 +178,15 @@ class Service:
         if self.flows is not None:
             routes += flow_routes(self.flows)
         if self.scaler is not None:
-            routes += scaler_routes(self.scaler)
+            scaler = self.scaler
+            for r in scaler_routes(scaler):
+                # one token model (#11 #12): on scaler routes the server accepts the API token or
+                # the scaler's own; GET ...?state= is a change (cross-site and token checks)
+                if r.tokens is None:
+                    r.tokens = lambda: [getattr(scaler, "token", None)]
+                if r.method == "GET" and not r.mutates_on:
+                    r.mutates_on = ("state",)
+                routes.append(r)
         return routes
 
     def ingest_stats(self) -> dict[str, Any]:

@@ -525,9 +525,10 @@ class Metrics:
             v = _Vec(m, values, None, valid)
         else:
             codes = np.zeros(n, np.int64)
-            if m.text_record and m.text_col not in g.ring.last:
+            key_col = m.text_col in self.store.k
+            if m.text_record and m.text_col not in g.ring.last and not key_col:
                 pass                      # a column this store does not keep: never valid
-            elif m.text_record:
+            elif m.text_record and m.text_col in g.ring.last:
                 c, ok = g.cur(m.text_col).astype(np.int64), g.has(m.text_record)
                 codes[g.keys] = c
                 valid[g.keys] = ok

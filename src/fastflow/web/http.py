@@ -106,5 +106,12 @@ class Route:
         return m.groupdict() if m else None
 
     def changes_state(self, req: Request) -> bool:
-        """This request changes state: a mutating route, or a GET carrying a ``mutates_on`` key."""
-        return self.mutating or any(k in req.query for k in self.mutates_on)
+        """This request changes state: a mutating route, a GET carrying a ``mutates_on`` key, or
+        any request carrying sFlow-RT's ``state=`` switch (:data:`STATE_PARAMS`, on every route,
+        so a route that forgets its flag is still guarded)."""
+        return (self.mutating or any(k in req.query for k in self.mutates_on)
+                or any(k in req.query for k in STATE_PARAMS))
+
+
+#: query parameters that make any request a state change (sFlow-RT's ``GET ...?state=enabled``)
+STATE_PARAMS: tuple[str, ...] = ("state",)
