@@ -14,7 +14,7 @@ What it measures, and how:
   drained its socket: counters steady for 3 polls) the service's REST API is read: ``/healthz``
   (ingest ``datagrams`` received, ``datagrams_decoded`` fed through the decoder, ``kernel_drops``,
   decoder ``rejected``), ``/agents/json`` (datagrams lost by sequence number, as the collector's
-  per-agent statistics see them), ``/errors/json`` and ``/prometheus/metrics/ALL/ALL/txt``
+  per-agent statistics see them), ``/errors/json`` and ``/metrics``
   (``fastflow_ingest_datagrams_total``, a cross-check). Offered = datagrams the replay sent over
   its elapsed time; received/decoded per second use the same elapsed time; loss = sent - received.
 * **CPU per datagram.** The service's utime+stime from /proc/<pid>/stat (and per thread from
@@ -200,12 +200,12 @@ class Api:
 
 
 def counters(api: Api) -> dict[str, float]:
-    """The service's cumulative counters, from /healthz, /agents/json, /errors/json, /prometheus."""
+    """The service's cumulative counters, from /healthz, /agents/json, /errors/json, /metrics."""
     h = api.json("/healthz")
     ing = h.get("ingest", {})
     agents = api.json("/agents/json")
     errs = api.json("/errors/json")
-    _st, prom = api.get("/prometheus/metrics/ALL/ALL/txt")
+    _st, prom = api.get("/metrics")   # fastflow's own exposition
     m = re.search(rb"^fastflow_ingest_datagrams_total (\d+)", prom, re.M)
     return {
         "received": float(ing.get("datagrams", 0)),

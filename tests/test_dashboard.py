@@ -247,3 +247,51 @@ def test_dashboard_without_token_and_without_scaler(browser: Any, datagrams: lis
         page.close()
         col.stop()
         feeder.join(5)
+
+
+def test_dashboard_shows_history_from_before_it_opened(browser: Any, datagrams: list[bytes],
+                                                       tmp_path: Path) -> None:
+    """The server keeps the trend: a page opened late draws the points taken before it opened,
+    then follows live over server-sent events (no polling of /scaler or /dump)."""
+    col = Collector(tmp_path)
+    feeder = Feeder(datagrams, col)
+    feeder.start()
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        def trend() -> Any:
+            st, body = col.get("/dashboard/trend/json")
+            pts = (body or {}).get("history", {}).get(SERVICE, []) if st == 200 else []
+            with_util = [p for p in pts if p.get("util") is not None]
+            return pts if len(with_util) >= 4 else None
+        before = _wait(trend, 60, "four trend points with container CPU on the server")
+        opened = time.time()
+        page.goto(col.base + "/", wait_until="load")
+        page.wait_for_function(
+            f"() => {{ const s = window.fastflowDashboard.state.services[{json.dumps(SERVICE)}];"
+            f" return s && s.history.length >= {len(before)}; }}", timeout=15000)
+        hist = page.evaluate(
+            f"() => window.fastflowDashboard.state.services[{json.dumps(SERVICE)}].history")
+        old = [p for p in hist if p["t"] < opened]
+        assert len(old) >= len(before) >= 4, (len(old), len(before))
+        assert any(p["util"] is not None for p in old)
+        assert old[0]["t"] == before[0]["t"]                 # the very first server point
+        # then live points arrive over the stream
+        n0 = len(hist)
+        page.wait_for_function(
+            f"() => window.fastflowDashboard.state.services[{json.dumps(SERVICE)}]"
+            f".history.length > {n0}", timeout=15000)
+        assert page.evaluate("() => window.fastflowDashboard.state.streamPoints") >= 1
+        assert any(u.endswith("/dashboard/stream") for u in requests)
+        assert not any("/scaler/json" in u or "/dump/" in u for u in requests), requests
+        assert errors == [], errors
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"), full_page=True)
+    finally:
+        feeder.stop_event.set()
+        page.close()
+        col.stop()
+        feeder.join(5)

@@ -161,7 +161,8 @@ def test_interface_metrics_with_unknown_parts() -> None:
     assert e.value("ifinutilization") == pytest.approx(100.0)
     assert e.value("ifinpkts") == pytest.approx(100.0)           # unknown multicast/broadcast out
     assert e.value("ifinmulticastpkts") is None
-    assert e.value("ifoperstatus") == 1 and e.value("ifindex") == 5
+    assert e.value("ifoperstatus") == "up" and e.value("ifadminstatus") == "up"
+    assert e.value("ifindex") == 5
     assert e.metrics.dump("ALL", "ifinoctets")[0]["dataSource"] == "5"
 
 
@@ -215,8 +216,8 @@ def test_filters(fleet: tuple[Engine, np.ndarray]) -> None:
     assert q("ALL", "sum:vir_cpu_utilization", {"vir_host_name": ["web"]})[0]["metricN"] == 0
     r = q("ALL", "sum:vir_cpu_utilization", {"vir_host_name": ["web.*"]})[0]
     assert r["metricN"] == 5 and r["metricValue"] == pytest.approx(x[[0, 1, 2, 3, 6]].sum())
-    # several patterns are OR
-    r = q("ALL", "sum:vir_cpu_utilization", {"vir_host_name": ["web\\.1.*", "db\\..*"]})[0]
+    # several patterns are OR; "\\." is an escaped (literal) dot, as in the seed's "apache\\.*"
+    r = q("ALL", "sum:vir_cpu_utilization", {"vir_host_name": ["web\\.1.*", "db.*"]})[0]
     assert r["metricN"] == 5 and r["metricValue"] == pytest.approx(10 + 55 + 20 + 47.5 + 47.5)
     # a plain string is one pattern
     assert q("ALL", "vir_cpu_utilization", {"vir_host_name": "db.*"})[0]["metricN"] == 2
@@ -224,7 +225,7 @@ def test_filters(fleet: tuple[Engine, np.ndarray]) -> None:
     r = q("ALL", "avg:vir_cpu_utilization", {"vir_cpu_state": ["running"]})[0]
     assert r["metricN"] == 5
     r = q("ALL", "max:vir_cpu_utilization",
-          {"vir_host_name": ["web.*"], "vir_cpu_state": ["blocked|paused"]})[0]
+          {"vir_host_name": ["web.*"], "vir_cpu_state": ["blocked", "paused"]})[0]
     assert r["metricN"] == 1 and r["metricValue"] == pytest.approx(90.0)
     # numeric filter on another metric of the same data source
     assert q("ALL", "vir_cpu_utilization", {"vir_cpu_count": ["1"]})[0]["metricN"] == 7
@@ -250,7 +251,10 @@ def test_bad_requests_raise_valueerror(fleet: tuple[Engine, np.ndarray]) -> None
     with pytest.raises(ValueError, match="filter"):
         e.metrics.query("ALL", "vir_cpu_utilization", {"nope": ["x"]})
     with pytest.raises(ValueError, match="pattern"):
-        e.metrics.query("ALL", "vir_cpu_utilization", {"vir_host_name": ["(unclosed"]})
+        e.metrics.query("ALL", "vir_cpu_utilization", {"vir_host_name": ["x" * 600]})
+    # regex syntax is literal text in a glob: no error, no match
+    assert e.metrics.query("ALL", "vir_cpu_utilization",
+                           {"vir_host_name": ["(unclosed"]})[0]["metricN"] == 0
     with pytest.raises(ValueError, match="unknown metric"):
         e.metrics.dump("ALL", "no_such_metric")
     with pytest.raises(ValueError):

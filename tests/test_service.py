@@ -127,12 +127,13 @@ def test_run_subprocess_end_to_end(proc: Proc, swarm_pcap: Path) -> None:
     st, e = get_json(http_port, "/errors/json")
     assert e["errors"].get("bad_agent_address", 0) > 0
     assert e["errors"].get("truncated_header", 0) + e["errors"].get("sample_overrun", 0) > 0
-    st, hdrs, text = request(http_port, "GET", "/prometheus/metrics/ALL/ALL/txt")
+    st, hdrs, text = request(http_port, "GET", "/metrics")
     assert st == 200 and hdrs["content-type"].startswith("text/plain; version=0.0.4")
     prom = text.decode()
     m = re.search(r'^fastflow_decoder_rejected_total\{reason="bad_version",kind="error"\} (\d+)$', prom, re.M)
     assert m and int(m.group(1)) >= n_bad
-    assert 'vir_cpu_utilization{agent="192.0.2.2"' in prom
+    st, _, text = request(http_port, "GET", "/prometheus/metrics/ALL/ALL/txt")
+    assert 'sflow_vir_cpu_utilization{agent="192.0.2.2"' in text.decode()
     # the real agent's data is still there and the service still answers (cut-short datagrams
     # from 192.0.2.99 may carry whole samples of their own: ask for the real agent only)
     assert get_json(http_port, "/metric/192.0.2.2/avg:vir_cpu_utilization/json"

@@ -70,6 +70,13 @@ class ApiConfig:
     bind: str = "127.0.0.1"        # a non-loopback bind needs a token when mutating routes exist
     port: int = 8008               # TCP port (0: any free port, logged at start)
     token: str = ""                # bearer token for mutating routes ("" = none; loopback only)
+    allowed_hosts: str = ""        # extra Host names accepted (comma-separated; "*" = any);
+    #                                localhost, IP literals and the bind name always are
+    max_connections: int = 0       # concurrent HTTP connections (0: half the fd limit, <= 4096)
+    idle_timeout: float = 30.0     # seconds an idle keep-alive connection is kept
+    header_timeout: float = 10.0   # seconds a new connection has to send its request head
+    body_timeout: float = 30.0     # seconds to receive a request body
+    max_request_bytes: int = 1048576  # largest request body accepted
 
 
 @dataclass
@@ -235,6 +242,19 @@ def _validate(cfg: Config) -> None:
     cfg.log.level = cfg.log.level.lower()
     if any(ch.isspace() for ch in a.token):
         raise ConfigError("[api] token: must not contain whitespace")
+    if not 0 <= a.max_connections <= 1 << 20:
+        raise ConfigError(f"[api] max_connections: {a.max_connections} must be 0 (auto) or a "
+                          "positive number below the file-descriptor limit")
+    for key in ("idle_timeout", "header_timeout", "body_timeout"):
+        if not 0 < getattr(a, key) <= 3600:
+            raise ConfigError(f"[api] {key}: {getattr(a, key)} must be > 0 and <= 3600 s")
+    if not 1024 <= a.max_request_bytes <= 1 << 30:
+        raise ConfigError(f"[api] max_request_bytes: {a.max_request_bytes} must be between 1024 "
+                          "and 1073741824")
+    for h in a.allowed_hosts.split(","):
+        h = h.strip()
+        if h and h != "*" and not _HOST_RX.match(h.strip("[]").replace(":", "")):
+            raise ConfigError(f"[api] allowed_hosts: {h!r} is not a host name")
     for sec in _PASSTHROUGH:
         if not isinstance(getattr(cfg, sec), dict):
             raise ConfigError(f"[{sec}] must be a table")

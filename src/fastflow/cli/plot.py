@@ -74,11 +74,14 @@ def collect(capture: str | Path, metrics: list[str], filters: dict[str, list[str
     m = Metrics(store)
     pipeline = Pipeline([store], clock=clock)
     s = Series(metrics=list(metrics), values={name: {} for name in metrics})
+    # the operator's own patterns: anchored regular expressions, compiled once (trusted input;
+    # the REST API reads filter values as sFlow-RT globs instead)
+    compiled = {k: [re.compile(p) for p in v] for k, v in (filters or {}).items()}
 
     def on_step(t: float) -> None:
         i = len(s.t)
         s.t.append(t)
-        rows = m.dump("ALL", metrics, filters or None)
+        rows = m.dump("ALL", metrics, compiled or None)
         seen: dict[str, set[str]] = defaultdict(set)
         for r in rows:
             name = r.get("metricName")

@@ -30,10 +30,11 @@ from typing import Any
 from fastflow import __version__
 from fastflow.cli.config import Config, ConfigError, load_config
 from fastflow.web import STATIC_DIR
-from fastflow.web.api import ApiServer, core_routes
+from fastflow.web.api import ApiServer, core_routes, offload, shutdown_offload
 from fastflow.web.flows import flow_routes
 from fastflow.web.http import Route
 from fastflow.web.scaler import scaler_routes
+from fastflow.web.trends import Trends, trend_routes
 
 __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 
@@ -45,10 +46,11 @@ _FLOWS_ENGINE_KEYS = ("definition_ttl", "expire_factor", "max_definitions", "max
 
 
 class LockedMetrics:
-    """``Metrics`` whose reads hold the pipeline lock, so readers never see half a batch.
+    """The ``Metrics`` the API and the scaler are given.
 
-    The ingest thread feeds the pipeline under ``lock``; the API and the scaler read from the
-    event loop. This proxy is what both are given.
+    ``Metrics`` (built with ``lock=pipeline.lock``) holds the pipeline lock only while it takes a
+    snapshot of the store; filters, aggregation and answers are computed after releasing it, so a
+    query never holds up the ingest thread. This proxy keeps the older interface.
     """
 
     def __init__(self, metrics: Any, lock: Any) -> None:
@@ -56,18 +58,15 @@ class LockedMetrics:
         self._lock = lock
 
     def query(self, agents: str, metrics: str | Sequence[str],
-              filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._metrics.query(agents, metrics, filters))
+              filters: Mapping[str, Sequence[Any]] | None = None) -> list[dict[str, Any]]:
+        return list(self._metrics.query(agents, metrics, filters))
 
     def dump(self, agents: str, metrics: str | Sequence[str],
-             filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._metrics.dump(agents, metrics, filters))
+             filters: Mapping[str, Sequence[Any]] | None = None) -> list[dict[str, Any]]:
+        return list(self._metrics.dump(agents, metrics, filters))
 
     def names(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._metrics.names())
+        return dict(self._metrics.names())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._metrics, name)
@@ -107,7 +106,10 @@ class Service:
         self.scaler: Any = None
         self.ingest: Any = None
         self.api: ApiServer | None = None
+        self.thresholds: Any = None
+        self.trends: Trends | None = None
         self._scaler_task: asyncio.Task[None] | None = None
+        self._tick_tasks: list[asyncio.Task[None]] = []
         self._ingest_started = False
         self._build()
 
@@ -134,6 +136,9 @@ class Service:
         self.pipeline = Pipeline(sinks, clock=clock)
         raw_metrics = Metrics(self.store, agentstats=self.agentstats, lock=self.pipeline.lock)
         self.metrics = LockedMetrics(raw_metrics, self.pipeline.lock)
+        from fastflow.collector.thresholds import Thresholds
+        self.thresholds = Thresholds(raw_metrics, clock=clock.now, flows=self.flows)
+        self.trends = Trends(raw_metrics)
         if self.want_scaler:
             from fastflow.scaler.controller import Scaler
 
@@ -166,11 +171,23 @@ class Service:
         agents = _LockedAgentStats(self.agentstats, self.pipeline.lock) \
             if self.agentstats is not None else None
         routes = core_routes(self.pipeline, self.metrics, agents, ingest_stats=self.ingest_stats,
-                             started=self.started)
+                             started=self.started, thresholds=self.thresholds,
+                             scaler=self.scaler, server=lambda: self.api)
+        if self.trends is not None:
+            routes += trend_routes(self.trends,
+                                   lambda: self.api.closing if self.api is not None else None)
         if self.flows is not None:
             routes += flow_routes(self.flows)
         if self.scaler is not None:
-            routes += scaler_routes(self.scaler)
+            scaler = self.scaler
+            for r in scaler_routes(scaler):
+                # one token model (#11 #12): on scaler routes the server accepts the API token or
+                # the scaler's own; GET ...?state= is a change (cross-site and token checks)
+                if r.tokens is None:
+                    r.tokens = lambda: [getattr(scaler, "token", None)]
+                if r.method == "GET" and not r.mutates_on:
+                    r.mutates_on = ("state",)
+                routes.append(r)
         return routes
 
     def ingest_stats(self) -> dict[str, Any]:
@@ -214,7 +231,10 @@ class Service:
                              reuseport=c.reuseport, linger=c.linger, on_batch=self._on_batch)
         static = STATIC_DIR if (STATIC_DIR / "index.html").is_file() else None
         self.api = ApiServer(self.routes(), a.bind, a.port, token=a.token or None,
-                             static_dir=static)
+                             static_dir=static, max_request_bytes=a.max_request_bytes,
+                             header_timeout=a.header_timeout, idle_timeout=a.idle_timeout,
+                             body_timeout=a.body_timeout, max_connections=a.max_connections,
+                             allowed_hosts=[h for h in a.allowed_hosts.split(",") if h.strip()])
         try:
             await self.api.start()     # first: it refuses unsafe configurations
             await asyncio.to_thread(self.ingest.start)
@@ -230,6 +250,40 @@ class Service:
             log.debug("no dashboard files in %s", STATIC_DIR)
         if self.scaler is not None:
             self._scaler_task = asyncio.create_task(self._run_scaler(), name="scaler")
+        self._tick_tasks = [asyncio.create_task(self._every(1.0, self._evaluate), name="thresholds"),
+                            asyncio.create_task(self._every(2.0, self._sample), name="trends")]
+
+    async def _every(self, interval: float, fn: Any) -> None:
+        """Run ``await fn()`` every ``interval`` seconds until stopped; errors are logged, not fatal."""
+        assert self.stop_event is not None
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a periodic job must not stop the service
+                failures += 1
+                if failures in (1, 10, 100) or failures % 1000 == 0:
+                    log.exception("%s failed (%d times)", getattr(fn, "__name__", fn), failures)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def _evaluate(self) -> None:
+        """Thresholds every second, off the event loop (sFlow-RT evaluates them continuously)."""
+        if self.thresholds is not None and self.thresholds.all():
+            await offload(self.thresholds.evaluate)
+
+    async def _sample(self) -> None:
+        """The dashboard's server-side trend: one point per managed service, pushed to streams."""
+        if self.trends is None or self.scaler is None:
+            return
+        state = self.scaler.state()
+        points, detail = await offload(self.trends.compute, state)
+        self.trends.record(points, detail, state)
+        self.trends.publish(points, state, list(getattr(self.scaler, "events", []))[-50:])
 
     async def _run_scaler(self) -> None:
         assert self.stop_event is not None and self.scaler is not None
@@ -244,6 +298,11 @@ class Service:
         """Stop the scaler, the API and the ingest thread (joined); idempotent."""
         if self.stop_event is not None:
             self.stop_event.set()
+        for task in self._tick_tasks:
+            task.cancel()
+        if self._tick_tasks:
+            await asyncio.gather(*self._tick_tasks, return_exceptions=True)
+        self._tick_tasks = []
         if self._scaler_task is not None:
             try:
                 await asyncio.wait_for(self._scaler_task, 5.0)
@@ -254,6 +313,7 @@ class Service:
             self._scaler_task = None
         if self.api is not None:
             await self.api.stop()
+        await asyncio.to_thread(shutdown_offload)
         if self.ingest is not None and self._ingest_started:
             self._ingest_started = False
             try:

@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -96,8 +97,11 @@ def main(args: argparse.Namespace) -> int:
         if failure:
             return
         try:
-            answer = metrics.query(args.agents, specs, filters or None)
-        except ValueError as e:          # a bad filter shows up at the first query
+            # the operator's own patterns: anchored regular expressions (trusted input; the
+            # REST API reads filter values as sFlow-RT globs instead)
+            compiled = {k: [re.compile(p) for p in v] for k, v in filters.items()}
+            answer = metrics.query(args.agents, specs, compiled or None)
+        except (ValueError, re.error) as e:    # a bad filter shows up at the first query
             failure.append(str(e))
             return
         if writer is not None:

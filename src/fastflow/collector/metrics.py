@@ -19,9 +19,9 @@ Formulas (see ``/work/shared/sflow/LAYOUTS.md`` "Derived metrics"):
 
 Query semantics follow sFlow-RT's ``/metric/{agents}/{metrics}/json``: ``prefix:name`` with prefixes
 max (default), min, sum, avg, var (population), sdev, med, q1, q2, q3, iqr, any; filters are
-anchored regular expressions (``re.fullmatch``; a list of patterns matches when any does) on any
-text or numeric metric of the same data source; only data sources heard from within the store's
-``expire_after`` contribute.
+sFlow-RT globs (``*``, ``?``, ``\\`` escapes, whole-string; a list of patterns matches when any
+does) on any text or numeric metric of the same data source; only data sources heard from within
+the store's ``expire_after`` contribute.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE
+from fastflow.collector.glob import GlobCache
 from fastflow.collector.store import Store
 
 __all__ = ["AGGREGATIONS", "METRICS", "MetricDef", "Metrics", "parse_metrics"]
@@ -53,6 +55,11 @@ VIR_CPU_STATES: dict[int, str] = {0: "nostate", 1: "running", 2: "blocked", 3: "
 MACHINE_TYPES: dict[int, str] = {0: "unknown", 1: "other", 2: "x86", 3: "x86_64", 4: "ia64",
                                  5: "sparc", 6: "alpha", 7: "powerpc", 8: "m68k", 9: "mips",
                                  10: "arm", 11: "hppa", 12: "s390"}
+IF_TYPES: dict[int, str] = {1: "other", 6: "ethernetCsmacd", 24: "softwareLoopback",
+                             53: "propVirtual", 71: "ieee80211", 131: "tunnel", 135: "l2vlan",
+                             136: "l3ipvlan", 161: "ieee8023adLag", 209: "bridge"}
+IF_DIRECTIONS: dict[int, str] = {0: "unknown", 1: "full", 2: "half", 3: "in", 4: "out"}
+UP_DOWN: dict[int, str] = {0: "down", 1: "up"}
 OS_NAMES: dict[int, str] = {0: "unknown", 1: "other", 2: "linux", 3: "windows", 4: "darwin",
                             5: "hpux", 6: "aix", 7: "dragonfly", 8: "freebsd", 9: "netbsd",
                             10: "openbsd", 11: "osf", 12: "solaris"}
@@ -175,6 +182,7 @@ class MetricDef:
     text_record: str = ""                       # ring column's record ("" for key columns)
     names: Mapping[int, str] | None = None      # code -> text; None: string-table index
     description: str = ""
+    code_fn: NumFn | None = None                # text metrics computed as codes (ifadminstatus)
 
     @property
     def is_text(self) -> bool:
@@ -363,11 +371,22 @@ def _build() -> dict[str, MetricDef]:
                       ("node_domains", "vnode_num_domains")):
         add(MetricDef(name, "host", _g(col, "virt_node")))
     # ---- interfaces
-    for name, col in (("ifindex", "if_index"), ("iftype", "if_type"), ("ifspeed", "if_speed"),
-                      ("ifdirection", "if_direction"), ("ifpromiscuousmode", "if_promiscuous_mode")):
+    for name, col in (("ifindex", "if_index"), ("ifspeed", "if_speed"),
+                      ("ifpromiscuousmode", "if_promiscuous_mode")):
         add(MetricDef(name, "if", _g(col, "if_counters")))
-    add(MetricDef("ifadminstatus", "if", _if_status(0), description="1 up, 0 down"))
-    add(MetricDef("ifoperstatus", "if", _if_status(1), description="1 up, 0 down"))
+    # text, as sFlow-RT shows them ("ethernetCsmacd", "full", "up")
+    add(MetricDef("iftype", "if", code_fn=_g("if_type", "if_counters"), names=IF_TYPES,
+                  description="IANA ifType name"))
+    add(MetricDef("ifdirection", "if", code_fn=_g("if_direction", "if_counters"),
+                  names=IF_DIRECTIONS))
+    add(MetricDef("ifadminstatus", "if", code_fn=_if_status(0), names=UP_DOWN,
+                  description="up or down"))
+    add(MetricDef("ifoperstatus", "if", code_fn=_if_status(1), names=UP_DOWN,
+                  description="up or down"))
+    if "ifname" in (COUNTER_DTYPE.names or ()) and "if_name" in COUNTER_BIT:
+        # 0:1005 (decoded per contract C1); shown where the store keeps the column
+        add(MetricDef("ifname", "if", text_col="ifname", text_record="if_name",
+                      description="interface name (0:1005)"))
     for d in ("in", "out"):
         cols = ["octets", "ucast_pkts", "multicast_pkts", "broadcast_pkts", "discards", "errors"]
         if d == "in":
@@ -385,6 +404,9 @@ def _build() -> dict[str, MetricDef]:
 
 
 METRICS: dict[str, MetricDef] = _build()
+MAX_FILTER_KEYS = 32        # filters in one query
+MAX_FILTER_VALUES = 64      # patterns per filter
+MAX_MATCH_CACHE = 256       # filter results kept per store generation
 _KEY_TEXT = ("hostname", "machine_type", "os_name", "os_release")
 
 
@@ -440,18 +462,28 @@ class Metrics:
     """Queries over the store (sFlow-RT ``/metric`` and ``/dump`` semantics).
 
     ``lock``: held while reading the store (pass ``pipeline.lock`` when batches arrive on another
-    thread). ``agentstats`` is kept for callers that want agent-level figures next to the metrics.
+    thread). It is held only to take a snapshot (the metric vectors of the store's generation, the
+    key columns and the texts the query needs); filter matching, aggregation and answer building
+    run after it is released, so a query never holds up ingest. ``agentstats`` is kept for callers
+    that want agent-level figures next to the metrics.
+
+    Filters: ``{metric: [pattern, ...]}``; a data source passes when its metric's text fully matches
+    any pattern of every filter. Patterns are sFlow-RT globs (:mod:`fastflow.collector.glob`),
+    compiled through a bounded LRU (``max_patterns``). Trusted internal callers may pass compiled
+    ``re.Pattern`` objects instead (``fullmatch``); the REST layer never builds one.
     """
 
-    def __init__(self, store: Store, agentstats: Any = None, lock: Any = None) -> None:
+    def __init__(self, store: Store, agentstats: Any = None, lock: Any = None, *,
+                 max_patterns: int = 1024) -> None:
         self.store = store
         self.agentstats = agentstats
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self._gen = -1
         self._groups: dict[str, _Group] = {}
         self._vecs: dict[str, _Vec] = {}
-        self._match: dict[tuple[str, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
-        self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
+        self.globs = GlobCache(max_patterns)
+        self._gen_cache: dict[str, Any] = {}  # per store generation: key copies, text tables
+        self._glock = threading.Lock()        # the glob cache is used outside the store lock
 
     # ------------------------------------------------------------------ vectors
     def _sync(self) -> None:
@@ -459,6 +491,7 @@ class Metrics:
             self._gen = self.store.generation
             self._groups.clear()
             self._vecs.clear()
+            self._gen_cache = {}
 
     def _group(self, name: str) -> _Group:
         g = self._groups.get(name)
@@ -478,7 +511,13 @@ class Metrics:
         g = self._group(m.group)
         n = self.store.n_keys
         valid = np.zeros(n, bool)
-        if m.fn is not None:
+        if m.code_fn is not None:
+            c, ok = m.code_fn(g)
+            codes = np.zeros(n, np.int64)
+            codes[g.keys] = c.astype(np.int64)
+            valid[g.keys] = ok
+            v = _Vec(m, None, codes, valid)
+        elif m.fn is not None:
             vals, ok = m.fn(g)
             values = np.full(n, np.nan)
             values[g.keys] = vals
@@ -486,7 +525,10 @@ class Metrics:
             v = _Vec(m, values, None, valid)
         else:
             codes = np.zeros(n, np.int64)
-            if m.text_record:
+            key_col = m.text_col in self.store.k
+            if m.text_record and m.text_col not in g.ring.last and not key_col:
+                pass                      # a column this store does not keep: never valid
+            elif m.text_record and m.text_col in g.ring.last:
                 c, ok = g.cur(m.text_col).astype(np.int64), g.has(m.text_record)
                 codes[g.keys] = c
                 valid[g.keys] = ok
@@ -507,52 +549,46 @@ class Metrics:
             return [""] * len(codes)
         return strings.resolve(codes)
 
-    # ------------------------------------------------------------------ selection
-    def _regexes(self, patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
-        r = self._regex.get(patterns)
-        if r is None:
-            try:
-                r = [re.compile(p) for p in patterns]
-            except re.error as e:
-                raise ValueError(f"bad filter pattern in {list(patterns)!r}: {e}") from None
-            self._regex[patterns] = r
-        return r
+    # ------------------------------------------------------------------ snapshot (under the lock)
+    def _snapshot(self, agents: str, names: Sequence[str]) -> _Snap:
+        """Everything a query needs, taken while holding the store lock (cheap, vectorised).
 
-    def _filter(self, name: str, patterns: Sequence[str] | str, cand: np.ndarray) -> np.ndarray:
-        """Bool over key slots: candidate, metric valid, and its text fully matching a pattern."""
-        if name not in METRICS:
-            raise ValueError(f"unknown filter metric {name!r}")
-        pats = (patterns,) if isinstance(patterns, str) else tuple(str(p) for p in patterns)
-        regs = self._regexes(pats)
-        v = self.vector(name)
-        sel = cand & v.valid
-        idx = np.nonzero(sel)[0]
-        out = np.zeros(len(cand), bool)
-        if len(idx) == 0 or not regs:
-            return out
-        if v.codes is not None:
-            codes = v.codes[idx]
-            ukey = (name if v.m.names is not None else "__strings", pats)
-            known, match = self._match.get(ukey, (np.zeros(0, bool), np.zeros(0, bool)))
-            top = int(codes.max()) + 1
-            if top > len(known):
-                known = np.concatenate([known, np.zeros(top - len(known), bool)])
-                match = np.concatenate([match, np.zeros(top - len(match), bool)])
-            todo = np.unique(codes[~known[codes]])
-            if len(todo):
-                texts = self._texts(v.m, todo)
-                match[todo] = [any(r.fullmatch(t) for r in regs) for t in texts]
-                known[todo] = True
-            self._match[ukey] = (known, match)
-            out[idx] = match[codes]
-        else:
-            assert v.values is not None
-            vals = v.values[idx]
-            uniq, inv = np.unique(vals, return_inverse=True)
-            ok = np.array([any(r.fullmatch(_num_text(x)) for r in regs) for x in uniq.tolist()],
-                          bool)
-            out[idx] = ok[inv]
-        return out
+        The key columns and the text tables are copied once per store generation (many queries
+        between two batches share them); per query only the fresh/agent selection is new.
+        """
+        with self.lock:
+            self._sync()
+            st = self.store
+            now = st.clock.now()
+            n = st.n_keys
+            base = np.asarray(st.fresh(now))[:n] & self._agent_sel(agents)[:n]
+            vecs = {nm: self.vector(nm) for nm in dict.fromkeys(names)}
+            gc = self._gen_cache
+            keys = gc.get("keys")
+            if keys is None:
+                k = st.k
+                agent = k["agent"][:n].copy()
+                hcodes = k["hostname"][:n].astype(np.int64)
+                hu = np.unique(hcodes)
+                hosts = dict(zip(hu.tolist(), st.strings.resolve(hu), strict=True)) \
+                    if st.strings is not None else {}
+                agent_names = {int(a): (st.agents[int(a)] if st.agents is not None else str(a))
+                               for a in np.unique(agent).tolist()}
+                keys = gc["keys"] = (agent, k["source_id"][:n].copy(), k["last_seen"][:n].copy(),
+                                     hcodes, hosts, agent_names)
+            texts: dict[str, dict[int, str]] = {}
+            for nm, v in vecs.items():
+                if v.codes is not None:
+                    t = gc.get("texts:" + nm)
+                    if t is None:
+                        u = np.unique(v.codes[:n][v.valid[:n]])
+                        t = gc["texts:" + nm] = dict(zip(u.tolist(), self._texts(v.m, u),
+                                                         strict=True))
+                    texts[nm] = t
+            agent, source_id, last_seen, hcodes, hosts, agent_names = keys
+            matches = gc.setdefault("matches", {})
+            return _Snap(now, n, base, vecs, texts, agent, source_id, last_seen, hcodes, hosts,
+                         agent_names, matches)
 
     def _agent_sel(self, agents: str) -> np.ndarray:
         st = self.store
@@ -569,55 +605,125 @@ class Metrics:
                 idxs.append(i)
         return np.isin(st.k["agent"][:n], np.array(idxs, np.uint32))
 
-    def _select(self, agents: str, filters: Mapping[str, Sequence[str] | str] | None,
-                now: float) -> np.ndarray:
-        sel = self.store.fresh(now) & self._agent_sel(agents)
-        for name, pats in (filters or {}).items():
-            sel &= self._filter(name, pats, sel)
+    # ------------------------------------------------------------------ filters (outside the lock)
+    def _matchers(self, name: str, patterns: Sequence[Any] | str | re.Pattern[str]
+                  ) -> list[Callable[[str], Any]]:
+        if isinstance(patterns, str | re.Pattern):
+            patterns = [patterns]
+        if len(patterns) > MAX_FILTER_VALUES:
+            raise ValueError(f"filter {name}: more than {MAX_FILTER_VALUES} patterns")
+        out: list[Callable[[str], Any]] = []
+        for p in patterns:
+            if isinstance(p, re.Pattern):            # trusted internal callers only
+                out.append(p.fullmatch)
+            else:
+                with self._glock:
+                    out.append(self.globs.get(str(p)).match)
+        return out
+
+    def _filtered(self, snap: _Snap, filters: Mapping[str, Any] | None) -> np.ndarray:
+        sel = snap.base.copy()
+        if not filters:
+            return sel
+        if len(filters) > MAX_FILTER_KEYS:
+            raise ValueError(f"more than {MAX_FILTER_KEYS} filters")
+        for name, pats in filters.items():
+            sel &= self._matching(snap, name, pats)
         return sel
 
+    def _matching(self, snap: _Snap, name: str, pats: Any) -> np.ndarray:
+        """Bool over key slots: the metric is valid and its text fully matches a pattern.
+
+        Results for string patterns are kept for the store generation (at most
+        ``MAX_MATCH_CACHE`` pattern sets), so repeated queries (dashboards, the scaler) match once.
+        """
+        plain = isinstance(pats, str) or all(isinstance(p, str) for p in pats)
+        ckey = (name, (pats,) if isinstance(pats, str) else tuple(pats)) if plain else None
+        if ckey is not None:
+            with self._glock:
+                hit = snap.matches.get(ckey)
+            if hit is not None:
+                return hit
+        fns = self._matchers(name, pats)
+        v = snap.vecs[name]
+        idx = np.nonzero(v.valid[: snap.n])[0]
+        keep = np.zeros(snap.n, bool)
+        if len(idx) and fns:
+            if v.codes is not None:
+                u, inv = np.unique(v.codes[idx], return_inverse=True)
+                tx = snap.texts[name]
+                ok = np.array([any(f(tx.get(c, "")) for f in fns) for c in u.tolist()], bool)
+            else:
+                assert v.values is not None
+                u, inv = np.unique(v.values[idx], return_inverse=True)
+                ok = np.array([any(f(_num_text(x)) for f in fns) for x in u.tolist()], bool)
+            keep[idx] = ok[inv.reshape(-1)]
+        if ckey is not None:
+            with self._glock:
+                if len(snap.matches) < MAX_MATCH_CACHE:
+                    snap.matches[ckey] = keep
+        return keep
+
+    def _prepare(self, agents: str, names: Sequence[str],
+                 filters: Mapping[str, Any] | None) -> tuple[_Snap, np.ndarray]:
+        for fname in filters or {}:
+            if fname not in METRICS:
+                raise ValueError(f"unknown filter metric {fname!r}")
+        snap = self._snapshot(agents, list(names) + list(filters or {}))
+        return snap, self._filtered(snap, filters)
+
     # ------------------------------------------------------------------ naming
+    @staticmethod
+    def _ds_text(sid: int) -> str:
+        cls, idx = sid >> 24, sid & 0xFFFFFF
+        return str(idx) if cls == 0 else f"{cls}.{idx}"
+
     def _agent_text(self, slot: int) -> str:
         a = int(self.store.k["agent"][slot])
         return self.store.agents[a] if self.store.agents is not None else str(a)
 
     def _data_source(self, slot: int) -> str:
-        sid = int(self.store.k["source_id"][slot])
-        cls, idx = sid >> 24, sid & 0xFFFFFF
-        return str(idx) if cls == 0 else f"{cls}.{idx}"
+        return self._ds_text(int(self.store.k["source_id"][slot]))
+
+    @staticmethod
+    def _value_of(snap: _Snap, name: str, slot: int) -> Any:
+        v = snap.vecs[name]
+        if v.codes is not None:
+            return snap.texts[name].get(int(v.codes[slot]), "")
+        assert v.values is not None
+        return _json_num(float(v.values[slot]))
 
     # ------------------------------------------------------------------ public
     def query(self, agents: str, metrics: str | Sequence[str],
-              filters: Mapping[str, Sequence[str] | str] | None = None) -> list[dict[str, Any]]:
+              filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """One answer per metric (sFlow-RT ``/metric/{agents}/{metrics}/json``)."""
         specs = parse_metrics(metrics)
-        with self.lock:
-            now = self.store.clock.now()
-            base = self._select(agents, filters, now)
-            last_seen = self.store.k["last_seen"][: self.store.n_keys]
-            out = []
-            for spec, prefix, name in specs:
-                v = self.vector(name)
-                idx = np.nonzero(base & v.valid)[0]
-                res: dict[str, Any] = {"metricName": spec, "metricN": int(len(idx))}
-                if len(idx):
-                    ages = np.maximum(0.0, (now - last_seen[idx]) * 1000.0)
-                    res["lastUpdate"] = int(ages.min())
-                    res["lastUpdateMax"] = int(ages.max())
-                    res["lastUpdateMin"] = int(ages.min())
-                    pick = self._aggregate(v, prefix, idx, ages, res)
-                    if pick is not None:
-                        res["agent"] = self._agent_text(pick)
-                        res["dataSource"] = self._data_source(pick)
-                        res["lastUpdate"] = int((now - last_seen[pick]) * 1000.0)
-                out.append(res)
-            return out
+        snap, base = self._prepare(agents, [nm for _s, _p, nm in specs], filters)
+        now = snap.now
+        out = []
+        for spec, prefix, name in specs:
+            v = snap.vecs[name]
+            idx = np.nonzero(base & v.valid[: snap.n])[0]
+            res: dict[str, Any] = {"metricName": spec, "metricN": int(len(idx))}
+            if len(idx):
+                ages = np.maximum(0.0, (now - snap.last_seen[idx]) * 1000.0)
+                res["lastUpdate"] = int(ages.min())
+                res["lastUpdateMax"] = int(ages.max())
+                res["lastUpdateMin"] = int(ages.min())
+                pick = self._aggregate(snap, v, name, prefix, idx, ages, res)
+                if pick is not None:
+                    res["agent"] = snap.agent_names.get(int(snap.agent[pick]), "")
+                    res["dataSource"] = self._ds_text(int(snap.source_id[pick]))
+                    res["lastUpdate"] = int(max(0.0, now - snap.last_seen[pick]) * 1000.0)
+            out.append(res)
+        return out
 
-    def _aggregate(self, v: _Vec, prefix: str, idx: np.ndarray, ages: np.ndarray,
-                   res: dict[str, Any]) -> int | None:
+    def _aggregate(self, snap: _Snap, v: _Vec, name: str, prefix: str, idx: np.ndarray,
+                   ages: np.ndarray, res: dict[str, Any]) -> int | None:
         """Put metricValue into ``res``; return the key slot holding it for max/min/any."""
         if v.codes is not None:
-            texts = self._texts(v.m, v.codes[idx])
+            tx = snap.texts[name]
+            texts = [tx.get(c, "") for c in v.codes[idx].tolist()]
             if prefix == "any":
                 j = int(np.argmin(ages))
             elif prefix == "max":
@@ -654,63 +760,116 @@ class Metrics:
         return None
 
     def values(self, agents: str, metric: str,
-               filters: Mapping[str, Sequence[str] | str] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               filters: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(key slots, values) of one numeric metric for the selected fresh data sources."""
         name = metric.rpartition(":")[2]
         if name not in METRICS or METRICS[name].is_text:
             raise ValueError(f"unknown numeric metric {name!r}")
-        with self.lock:
-            now = self.store.clock.now()
-            v = self.vector(name)
-            idx = np.nonzero(self._select(agents, filters, now) & v.valid)[0]
-            assert v.values is not None
-            return idx, v.values[idx].copy()
+        snap, base = self._prepare(agents, [name], filters)
+        v = snap.vecs[name]
+        idx = np.nonzero(base & v.valid[: snap.n])[0]
+        assert v.values is not None
+        return idx, v.values[idx].copy()
+
+    @staticmethod
+    def _names(metrics: str | Sequence[str]) -> list[str]:
+        if isinstance(metrics, str) and metrics.strip() == "ALL":
+            return list(METRICS)
+        items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+        if [i.strip() for i in items] == ["ALL"]:
+            return list(METRICS)
+        names = []
+        for it in items:
+            n = it.strip().rpartition(":")[2]
+            if not n:
+                continue
+            if n not in METRICS:
+                raise ValueError(f"unknown metric {n!r}")
+            names.append(n)
+        return names
+
+    def _entry(self, snap: _Snap, name: str, slot: int) -> dict[str, Any]:
+        e: dict[str, Any] = {
+            "agent": snap.agent_names.get(int(snap.agent[slot]), ""),
+            "dataSource": self._ds_text(int(snap.source_id[slot])),
+            "metricName": name, "metricValue": self._value_of(snap, name, slot),
+            "lastUpdate": int(max(0.0, snap.now - float(snap.last_seen[slot])) * 1000)}
+        host = snap.hosts.get(int(snap.hostname[slot]))
+        if host:
+            e["hostName"] = host
+        return e
 
     def dump(self, agents: str, metrics: str | Sequence[str],
-             filters: Mapping[str, Sequence[str] | str] | None = None) -> list[dict[str, Any]]:
+             filters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """One entry per (data source, metric): agent, dataSource, metricName, metricValue, ..."""
-        if isinstance(metrics, str) and metrics.strip() == "ALL":
-            names = list(METRICS)
-        else:
-            items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
-            names = []
-            for it in items:
-                n = it.strip().rpartition(":")[2]
-                if n not in METRICS:
-                    raise ValueError(f"unknown metric {n!r}")
-                if n:
-                    names.append(n)
-        with self.lock:
-            now = self.store.clock.now()
-            base = self._select(agents, filters, now)
-            k = self.store.k
-            out: list[dict[str, Any]] = []
-            for name in names:
-                v = self.vector(name)
-                idx = np.nonzero(base & v.valid)[0]
-                if len(idx) == 0:
-                    continue
-                if v.codes is not None:
-                    vals: list[Any] = self._texts(v.m, v.codes[idx])
-                else:
-                    assert v.values is not None
-                    vals = [_json_num(x) for x in v.values[idx].tolist()]
-                hosts = self.store.strings.resolve(k["hostname"][idx].astype(np.int64)) \
-                    if self.store.strings is not None else [""] * len(idx)
-                for j, slot in enumerate(idx.tolist()):
-                    e: dict[str, Any] = {
-                        "agent": self._agent_text(slot), "dataSource": self._data_source(slot),
-                        "metricName": name, "metricValue": vals[j],
-                        "lastUpdate": int(max(0.0, now - float(k["last_seen"][slot])) * 1000)}
-                    if hosts[j]:
-                        e["hostName"] = hosts[j]
-                    out.append(e)
-            return out
+        names = self._names(metrics)
+        snap, base = self._prepare(agents, names, filters)
+        out: list[dict[str, Any]] = []
+        for name in names:
+            v = snap.vecs[name]
+            for slot in np.nonzero(base & v.valid[: snap.n])[0].tolist():
+                out.append(self._entry(snap, name, slot))
+        return out
+
+    def table(self, agents: str, metrics: str | Sequence[str],
+              filters: Mapping[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+        """sFlow-RT ``table()``: one row per data source that has every metric, in metric order.
+
+        A metric written ``sort:name:N`` sorts the rows by that metric (N < 0: largest first) and
+        keeps |N| rows.
+        """
+        items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+        names: list[str] = []
+        sort: tuple[str, int] | None = None
+        for raw in items:
+            it = raw.strip()
+            if not it:
+                continue
+            if it.startswith("sort:"):
+                _, nm, cnt = (it.split(":") + ["0"])[:3]
+                try:
+                    count = int(cnt)
+                except ValueError:
+                    raise ValueError(f"bad sort count in {it!r} (sort:metric:-N)") from None
+                sort = (nm, count)
+                it = nm
+            nm = it.rpartition(":")[2]
+            if nm not in METRICS:
+                raise ValueError(f"unknown metric {nm!r}")
+            names.append(nm)
+        if not names:
+            raise ValueError("no metric named")
+        snap, base = self._prepare(agents, names, filters)
+        sel = base.copy()
+        for nm in names:
+            sel &= snap.vecs[nm].valid[: snap.n]
+        slots = np.nonzero(sel)[0].tolist()
+        if sort is not None:
+            sname, count = sort
+            slots.sort(key=lambda s: self._value_of(snap, sname, s), reverse=count < 0)
+            if count:
+                slots = slots[: abs(count)]
+        return [[self._entry(snap, nm, s) for nm in names] for s in slots]
+
+    def agent_metrics(self, agent: str) -> dict[str, Any] | None:
+        """sFlow-RT ``/metric/{agent}/json``: ``{"<dataSource>.<metric>": value}``; None if unknown."""
+        if self.store.agents is None or self.store.agents.index_of(agent) is None:
+            return None
+        snap, base = self._prepare(agent, list(METRICS), None)
+        out: dict[str, Any] = {}
+        slots = np.nonzero(base)[0].tolist()
+        for name in METRICS:
+            valid = snap.vecs[name].valid
+            for slot in slots:
+                if valid[slot]:
+                    ds = self._ds_text(int(snap.source_id[slot]))
+                    out[f"{ds}.{name}"] = self._value_of(snap, name, slot)
+        return dict(sorted(out.items()))
 
     def names(self) -> dict[str, int]:
         """Every metric some fresh data source has -> ms since its newest update."""
         with self.lock:
+            self._sync()
             now = self.store.clock.now()
             fresh = self.store.fresh(now)
             last_seen = self.store.k["last_seen"][: self.store.n_keys]
@@ -721,3 +880,26 @@ class Metrics:
                 if sel.any():
                     out[name] = int(max(0.0, now - float(last_seen[sel].max())) * 1000)
             return out
+
+    def stats(self) -> dict[str, Any]:
+        """The filter-pattern cache's counters (for /healthz and Prometheus)."""
+        with self._glock:
+            return {"patterns": self.globs.stats()}
+
+
+@dataclass
+class _Snap:
+    """What one query needs, copied under the store lock and used after it is released."""
+
+    now: float
+    n: int
+    base: np.ndarray                          # fresh and agent-selected key slots
+    vecs: dict[str, _Vec]                     # per-generation vectors (never modified later)
+    texts: dict[str, dict[int, str]]          # text metric -> code -> text
+    agent: np.ndarray
+    source_id: np.ndarray
+    last_seen: np.ndarray
+    hostname: np.ndarray
+    hosts: dict[int, str]
+    agent_names: dict[int, str]
+    matches: dict[tuple[str, tuple[Any, ...]], np.ndarray]   # filter results, per generation

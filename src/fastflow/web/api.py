@@ -1,423 +1,103 @@
-"""The REST API: a small asyncio HTTP/1.1 server and fastflow's core, sFlow-RT compatible routes.
+"""fastflow's core, sFlow-RT compatible REST routes (the server itself is :mod:`fastflow.web.server`).
 
-:class:`ApiServer` serves a list of :class:`fastflow.web.http.Route` (contributed by this module, the
-scaler and the flows engine) plus, optionally, a directory of static files (the dashboard). It is
-deliberately small and defensive: keep-alive, ``Content-Length`` bodies only, a request size limit
-(413), a header timeout (408), HEAD, 404/405, percent-decoding of path segments and query strings,
-and never a traceback on the wire — a handler's unexpected exception is logged and answered with a
-bare JSON 500. Mutating routes need ``Authorization: Bearer <token>`` when a token is configured, and
-the server refuses to start on a non-loopback address with mutating routes and no token.
+:func:`core_routes` exposes the metrics engine the way sFlow-RT does — ``/metric/{agents}/{metrics}``,
+``/metric/{agent}/json``, ``/dump``, ``/table`` (with ``sort:name:-N``), ``/agents/json`` (sFlow-RT's
+field names), ``/metrics/json``, ``/analyzer/json``, ``/version`` — plus thresholds and events
+(``/threshold/{name}/json``, ``/events/json`` long poll), sFlow-RT's Prometheus routes
+(``/prometheus/metrics/{agents}/{metrics}/txt`` with ``sflow_`` names and agent/datasource/host
+labels, ``/prometheus/analyzer/txt``), fastflow's own ``/metrics`` exposition, ``/healthz`` and
+``/errors/json``.
 
-:func:`core_routes` exposes the metrics engine the way sFlow-RT does (``/metric``, ``/dump``,
-``/agents/json``, ``/metrics/json``, ``/version``), plus ``/healthz``, ``/errors/json`` and a
-Prometheus exposition at ``/prometheus/metrics/{agents}/{metrics}/txt``.
+Query work (filters, aggregation, answer building) runs on a small thread pool, never on the event
+loop, and only takes the pipeline lock for a snapshot (see :class:`fastflow.collector.metrics.Metrics`).
+Query-string filters are sFlow-RT globs; no regular expression is ever compiled from a request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import inspect
-import ipaddress
 import logging
 import math
-import mimetypes
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 from fastflow import __version__
-from fastflow.web.http import HTTPError, Request, Response, Route, error_response, json_response
+from fastflow.web.http import HTTPError, Request, Response, Route, json_response
+from fastflow.web.server import MAX_REQUEST_BYTES, ApiServer, is_loopback
 
-__all__ = ["ApiServer", "core_routes", "prometheus_text", "MAX_REQUEST_BYTES"]
+__all__ = ["ApiServer", "MAX_REQUEST_BYTES", "core_routes", "is_loopback", "prometheus_text",
+           "agent_fields", "own_metrics_text", "offload", "shutdown_offload"]
 
 log = logging.getLogger("fastflow.api")
 
-MAX_REQUEST_BYTES = 1 << 20        # request line + headers + body
-MAX_HEADER_BYTES = 64 * 1024       # request line + headers
-HEADER_TIMEOUT = 10.0              # seconds to receive a full header block once a request started
-IDLE_TIMEOUT = 60.0                # keep-alive: seconds to wait for the next request
-BODY_TIMEOUT = 30.0                # seconds to receive a declared body
-MAX_HEADERS = 100
-
-_REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 301: "Moved Permanently",
-    304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
-    411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-    422: "Unprocessable Content", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-_TOKEN_RX = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")   # RFC 9110 token (methods, header names)
-_SLASH = "\x00"   # stands for a percent-encoded "/" inside a path segment while matching
-
-
-class _Close(Exception):
-    """Answer ``response`` then close the connection (protocol-level error)."""
-
-    def __init__(self, response: Response | None) -> None:
-        super().__init__()
-        self.response = response
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` only accepts local connections (127.0.0.0/8, ::1, "localhost")."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class ApiServer:
-    """An asyncio HTTP/1.1 server for a list of routes (and an optional static directory).
-
-    ``port`` 0 picks a free port; :attr:`port` holds the bound one after :meth:`start`.
-    Routes are tried in order; the first whose pattern matches the path and whose method matches
-    answers (GET routes answer HEAD too). A path that matches only with another method gets 405.
-    """
-
-    def __init__(self, routes: Iterable[Route], host: str = "127.0.0.1", port: int = 8008,
-                 token: str | None = None, static_dir: str | Path | None = None, *,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, header_timeout: float = HEADER_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT, body_timeout: float = BODY_TIMEOUT) -> None:
-        self.routes: list[Route] = list(routes)
-        self.host = host
-        self.port = port
-        self.token = token or None
-        self.static_dir = Path(static_dir).resolve() if static_dir else None
-        self.max_request_bytes = max_request_bytes
-        self.header_timeout = header_timeout
-        self.idle_timeout = idle_timeout
-        self.body_timeout = body_timeout
-        self.requests = 0                      # requests answered
-        self.errors: dict[int, int] = {}       # answers by status >= 400
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
-
-    def add_routes(self, routes: Iterable[Route]) -> None:
-        """Append routes (before :meth:`start`, or at run time: they are matched per request)."""
-        self.routes.extend(routes)
-
-    # ---------------------------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Bind and listen. Raises ValueError for an unsafe configuration, OSError when binding fails."""
-        if self.token is None and not is_loopback(self.host) and any(r.mutating for r in self.routes):
-            names = ", ".join(sorted({f"{r.method} {r.pattern}" for r in self.routes if r.mutating}))
-            raise ValueError(
-                f"refusing to serve mutating routes ({names}) on non-loopback address {self.host!r} "
-                "without a token: set [api] token (or FASTFLOW_API_TOKEN), or bind 127.0.0.1")
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, limit=MAX_HEADER_BYTES + 1024, reuse_address=True)
-        sock = self._server.sockets[0]
-        self.port = int(sock.getsockname()[1])
-
-    async def stop(self) -> None:
-        """Stop listening and close open connections."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._conns):
-                task.cancel()
-            if self._conns:
-                await asyncio.gather(*self._conns, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
-
-    @property
-    def sockets(self) -> list[Any]:
-        return list(self._server.sockets) if self._server else []
-
-    # ---------------------------------------------------------------------------------- protocol
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._conns.add(task)
-        try:
-            while True:
-                keep = await self._one(reader, writer)
-                if not keep:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001 - a connection must never take the server down
-            log.exception("HTTP connection error")
-        finally:
-            if task is not None:
-                self._conns.discard(task)
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001
-                pass
-
-    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read one request and answer it. Returns False when the connection must close."""
-        # Idle wait for the first byte, then a bounded wait for the rest of the header block.
-        try:
-            first = await asyncio.wait_for(reader.read(1), self.idle_timeout)
-        except TimeoutError:
-            return False
-        for _ in range(8):       # RFC 9112 2.2: ignore empty lines before a request line
-            if first not in (b"\r", b"\n"):
-                break
-            try:
-                first = await asyncio.wait_for(reader.read(1), self.header_timeout)
-            except TimeoutError:
-                return False
-        if not first:
-            return False
-        head = first
-        try:
-            rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
-            head += rest
-        except TimeoutError:
-            await self._write(writer, error_response(408, "request header timeout"), False, False)
-            return False
-        except asyncio.LimitOverrunError:
-            await self._write(writer, error_response(431, "request header block too large"),
-                              False, False)
-            return False
-        except asyncio.IncompleteReadError:
-            return False
-        method = "GET"
-        try:
-            req, keep_alive = self._parse_head(head)
-            method = req.method
-            await self._read_body(reader, req, writer)
-        except _Close as c:
-            if c.response is not None:
-                await self._write(writer, c.response, False, method == "HEAD")
-            return False
-        resp = await self._dispatch(req)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s -> %d (%d bytes)", req.method, req.path, resp.status, len(resp.body))
-        await self._write(writer, resp, keep_alive, req.method == "HEAD")
-        return keep_alive
-
-    def _parse_head(self, head: bytes) -> tuple[Request, bool]:
-        if len(head) > MAX_HEADER_BYTES:
-            raise _Close(error_response(431, "request header block too large"))
-        try:
-            text = head[:-4].decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-            raise _Close(error_response(400, "bad request encoding")) from None
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not _TOKEN_RX.match(parts[0]) or not parts[1]:
-            raise _Close(error_response(400, "malformed request line"))
-        method, target, version = parts
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            if version.startswith("HTTP/"):
-                raise _Close(error_response(505, f"HTTP version {version} not supported"))
-            raise _Close(error_response(400, "malformed request line"))
-        if len(lines) - 1 > MAX_HEADERS:
-            raise _Close(error_response(431, "too many header fields"))
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not _TOKEN_RX.match(name):
-                raise _Close(error_response(400, f"malformed header line {line[:40]!r}"))
-            key = name.lower()
-            value = value.strip(" \t")
-            if key in headers:
-                if key in ("content-length", "host", "authorization"):
-                    if headers[key] != value:
-                        raise _Close(error_response(400, f"conflicting {key} headers"))
-                    continue
-                headers[key] = f"{headers[key]}, {value}"
-            else:
-                headers[key] = value
-        conn = headers.get("connection", "").lower()
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in conn
-        else:
-            keep_alive = "keep-alive" in conn
-        if "transfer-encoding" in headers:
-            raise _Close(error_response(501, "Transfer-Encoding is not supported; send Content-Length"))
-        req = Request(method=method, path="/", headers=headers)
-        self._parse_target(req, target)
-        return req, keep_alive
-
-    @staticmethod
-    def _parse_target(req: Request, target: str) -> None:
-        if target == "*" or not target.startswith("/"):
-            raise _Close(error_response(400, "request target must be an absolute path"))
-        raw_path, _, raw_query = target.partition("?")
-        raw_path = raw_path.partition("#")[0]
-        try:
-            segs = [unquote(s, errors="strict") for s in raw_path.split("/")]
-            query = parse_qsl(raw_query, keep_blank_values=True, strict_parsing=False,
-                              errors="strict", max_num_fields=1000)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _Close(error_response(400, f"bad percent-encoding in request target: {exc}")) \
-                from None
-        if any(_SLASH in s for s in segs) or any(_SLASH in k or _SLASH in v for k, v in query):
-            raise _Close(error_response(400, "NUL byte in request target"))
-        req.path = "/".join(segs)
-        # for matching, a decoded "/" inside a segment must not split it
-        req.params = {"__match__": "/".join(s.replace("/", _SLASH) for s in segs)}
-        q: dict[str, list[str]] = {}
-        for k, v in query:
-            q.setdefault(k, []).append(v)
-        req.query = q
-
-    async def _read_body(self, reader: asyncio.StreamReader, req: Request,
-                         writer: asyncio.StreamWriter | None = None) -> None:
-        cl = req.headers.get("content-length")
-        if cl is None:
-            return
-        if not cl.isdigit():
-            raise _Close(error_response(400, "bad Content-Length"))
-        n = int(cl)
-        if n > self.max_request_bytes:
-            raise _Close(error_response(
-                413, f"request body of {n} bytes exceeds the limit of {self.max_request_bytes}"))
-        if n and writer is not None and req.headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")   # curl waits for it on big bodies
-            await writer.drain()
-        if n:
-            try:
-                req.body = await asyncio.wait_for(reader.readexactly(n), self.body_timeout)
-            except TimeoutError:
-                raise _Close(error_response(408, "request body timeout")) from None
-            except asyncio.IncompleteReadError:
-                raise _Close(None) from None
-
-    # ---------------------------------------------------------------------------------- routing
-    async def _dispatch(self, req: Request) -> Response:
-        match_path = req.params.pop("__match__", req.path)
-        allowed: set[str] = set()
-        for route in self.routes:
-            params = route.match(match_path)
-            if params is None:
-                continue
-            if route.method != req.method and not (req.method == "HEAD" and route.method == "GET"):
-                allowed.add(route.method)
-                continue
-            if route.mutating and self.token is not None and not self._authorised(req):
-                resp = error_response(401, "missing or wrong bearer token")
-                resp.headers["WWW-Authenticate"] = 'Bearer realm="fastflow"'
-                return self._count(resp)
-            req.params = {k: v.replace(_SLASH, "/") for k, v in params.items()}
-            return self._count(await self._call(route, req))
-        if req.method in ("GET", "HEAD") and self.static_dir is not None:
-            static = self._static(req.path)
-            if static is not None:
-                return self._count(static)
-        if allowed:
-            if "GET" in allowed:
-                allowed.add("HEAD")
-            resp = error_response(405, f"method {req.method} not allowed for {req.path}")
-            resp.headers["Allow"] = ", ".join(sorted(allowed))
-            return self._count(resp)
-        return self._count(error_response(404, f"no such resource: {req.path}"))
-
-    def _count(self, resp: Response) -> Response:
-        self.requests += 1
-        if resp.status >= 400:
-            self.errors[resp.status] = self.errors.get(resp.status, 0) + 1
-        return resp
-
-    def _authorised(self, req: Request) -> bool:
-        scheme, _, cred = req.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or self.token is None:
-            return False
-        return hmac.compare_digest(cred.strip().encode(), self.token.encode())
-
-    async def _call(self, route: Route, req: Request) -> Response:
-        try:
-            result = route.handler(req)
-            if inspect.isawaitable(result):
-                result = await result
-            if not isinstance(result, Response):
-                log.error("handler for %s %s returned %r, not a Response",
-                          route.method, route.pattern, type(result).__name__)
-                return error_response(500, "internal server error")
-            return result
-        except HTTPError as exc:
-            status = exc.status if 400 <= exc.status <= 599 else 500
-            return error_response(status, exc.message)
-        except (ValueError, KeyError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            return error_response(400, f"bad request: {msg}")
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - logged; the client gets no internals
-            log.exception("handler error: %s %s", req.method, req.path)
-            return error_response(500, "internal server error")
-
-    def _static(self, path: str) -> Response | None:
-        assert self.static_dir is not None
-        rel = path.lstrip("/") or "index.html"
-        if rel.endswith("/"):
-            rel += "index.html"
-        try:
-            target = (self.static_dir / rel).resolve()
-        except (OSError, RuntimeError, ValueError):
-            return None
-        if self.static_dir not in target.parents and target != self.static_dir:
-            return None
-        if target.is_dir():
-            target = target / "index.html"
-        if not target.is_file():
-            return None
-        try:
-            body = target.read_bytes()
-        except OSError:
-            return None
-        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        if ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
-            ctype += "; charset=utf-8"
-        return Response(200, body, ctype, {"Cache-Control": "no-cache"})
-
-    async def _write(self, writer: asyncio.StreamWriter, resp: Response, keep_alive: bool,
-                     head_only: bool) -> None:
-        reason = _REASONS.get(resp.status, "Unknown")
-        body = resp.body if isinstance(resp.body, bytes | bytearray) else str(resp.body).encode()
-        lines = [f"HTTP/1.1 {resp.status} {reason}",
-                 f"Content-Type: {resp.content_type}",
-                 f"Content-Length: {len(body)}",
-                 f"Connection: {'keep-alive' if keep_alive else 'close'}",
-                 "Server: fastflow/" + __version__]
-        for k, v in resp.headers.items():
-            if k.lower() in ("content-length", "connection", "content-type"):
-                continue
-            if "\r" in k or "\n" in k or "\r" in str(v) or "\n" in str(v):
-                continue
-            lines.append(f"{k}: {v}")
-        out = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
-        writer.write(out if head_only else out + body)
-        await writer.drain()
-
-
-# ==================================================================================================
-# Core routes
-# ==================================================================================================
 RESERVED_QUERY = frozenset({"_", "callback"})   # cache busters / JSONP names, not filters
+MAX_FILTER_KEYS = 32
+MAX_FILTER_VALUES = 64
+MAX_FILTER_CHARS = 512
+MAX_LONG_POLL = 60.0                            # seconds an /events/json request may wait
+
+_POOL: ThreadPoolExecutor | None = None
 
 
+async def offload(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` on the query pool: the event loop (HTTP, scaler) keeps going meanwhile."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fastflow-query")
+    return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
+
+
+INLINE_KEYS = 4096     # stores up to this many data sources are queried on the loop (< 1 ms)
+
+
+INLINE_PATTERN = 64    # and its filter patterns are short and have no "?" (C-speed matching)
+
+
+async def query_work(metrics: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` inline when it is cheap (a small store, short star-only patterns), else on
+    the query pool, so no query (100k data sources, long ``?`` patterns) holds the event loop."""
+    store = getattr(metrics, "store", None)
+    cheap = int(getattr(store, "n_keys", INLINE_KEYS + 1)) <= INLINE_KEYS
+    for a in args:
+        if cheap and isinstance(a, Mapping):
+            cheap = all(isinstance(v, str) and len(v) <= INLINE_PATTERN and "?" not in v
+                        for vals in a.values() for v in vals)
+    return fn(*args) if cheap else await offload(fn, *args)
+
+
+def shutdown_offload() -> None:
+    """Let the query pool's threads end (the service calls it when it stops)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ==================================================================================================
+# Request helpers
+# ==================================================================================================
 def _filters(req: Request) -> dict[str, list[str]]:
-    """Query-string keys (other than reserved ones) are metric filters; several values = OR."""
+    """Query-string keys (other than reserved ones) are metric filters; several values = OR.
+
+    Values are sFlow-RT glob patterns (``*``, ``?``, ``\\`` escapes); bounded in number and length.
+    """
     out: dict[str, list[str]] = {}
     for key, values in req.query.items():
         if key in RESERVED_QUERY:
             continue
         if not key:
             raise HTTPError(400, "empty filter name in query string")
+        if len(values) > MAX_FILTER_VALUES:
+            raise HTTPError(400, f"filter {key}: more than {MAX_FILTER_VALUES} values")
         for v in values:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise HTTPError(400, f"filter {key}={v!r} is not a valid regular expression: "
-                                     f"{exc}") from None
+            if len(v) > MAX_FILTER_CHARS:
+                raise HTTPError(400, f"filter {key}: pattern longer than {MAX_FILTER_CHARS}")
         out[key] = list(values)
+    if len(out) > MAX_FILTER_KEYS:
+        raise HTTPError(400, f"more than {MAX_FILTER_KEYS} filters")
     return out
 
 
@@ -435,6 +115,37 @@ def _agents(spec: str) -> str:
     return spec
 
 
+def _int_arg(req: Request, name: str, default: int, lo: int, hi: int) -> int:
+    v = req.arg(name)
+    if v is None or v == "":
+        return default
+    try:
+        n = int(float(v))
+    except ValueError:
+        raise HTTPError(400, f"{name} must be a number, not {v[:20]!r}") from None
+    return max(lo, min(hi, n))
+
+
+# ==================================================================================================
+# sFlow-RT names
+# ==================================================================================================
+#: fastflow's agent-statistics keys -> sFlow-RT's /agents/json names
+AGENT_NAMES = {
+    "sFlowDatagramsDuplicated": "sFlowDatagramsDuplicates",
+    "lastUpdate": "lastSeen",
+    "sFlowFlowSamplesLost": "sFlowFlowLostSamples",
+    "sFlowCounterSamplesLost": "sFlowCounterLostSamples",
+}
+
+
+def agent_fields(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """One agent's statistics under sFlow-RT's names (unknown keys pass through unchanged)."""
+    return {AGENT_NAMES.get(k, k): v for k, v in stats.items()}
+
+
+# ==================================================================================================
+# Prometheus text exposition (0.0.4)
+# ==================================================================================================
 _PROM_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 
 
@@ -463,6 +174,10 @@ def _prom_value(v: Any) -> str | None:
     return None
 
 
+def _labels(labels: Mapping[str, Any]) -> str:
+    return ",".join(f'{k}="{_prom_label(v)}"' for k, v in labels.items())
+
+
 def _numeric_items(d: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
     """Flatten nested dicts of numbers into (key_path, value) pairs."""
     for k, v in d.items():
@@ -473,43 +188,198 @@ def _numeric_items(d: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str
             yield key, v
 
 
-def prometheus_text(entries: Sequence[Mapping[str, Any]], own: Mapping[str, Any]) -> str:
-    """Prometheus text exposition 0.0.4.
+Family = tuple[str, str, list[tuple[dict[str, Any], Any]]]     # (type, help, samples)
 
-    ``entries`` are :meth:`Metrics.dump` rows (agent, dataSource, metricName, metricValue,
-    hostName); numeric values become gauges named as in sFlow-RT (``vir_cpu_utilization``) with
-    labels agent, datasource, host. ``own`` is fastflow's own counters, already shaped as
-    ``{metric_name: [(labels_dict, value), ...]}`` with names starting ``fastflow_``.
+
+def prometheus_text(entries: Sequence[Mapping[str, Any]],
+                    own: Mapping[str, Any] | None = None, prefix: str = "sflow_") -> str:
+    """sFlow-RT's ``/prometheus/metrics`` text: ``sflow_<metric>{agent,datasource[,ifname],host}``.
+
+    ``entries`` are :meth:`Metrics.dump` rows; text values become labels where sFlow-RT uses them
+    (``ifname``) and are otherwise left out. ``own`` (optional) is extra families as
+    ``{name: [(labels, value), ...]}`` or ``{name: (type, help, samples)}``.
     """
+    ifnames: dict[tuple[str, str], str] = {}
+    for e in entries:
+        if e.get("metricName") == "ifname" and isinstance(e.get("metricValue"), str):
+            ifnames[(str(e.get("agent", "")), str(e.get("dataSource", "")))] = e["metricValue"]
     families: dict[str, list[str]] = {}
     for e in entries:
         val = _prom_value(e.get("metricValue"))
         if val is None:
             continue
-        name = _prom_name(str(e.get("metricName", "")))
-        labels = {"agent": e.get("agent", ""), "datasource": e.get("dataSource", "")}
-        host = e.get("hostName") or e.get("host_name") or e.get("vir_host_name")
+        name = _prom_name(prefix + str(e.get("metricName", "")))
+        agent, ds = str(e.get("agent", "")), str(e.get("dataSource", ""))
+        labels: dict[str, Any] = {"agent": agent, "datasource": ds}
+        ifn = ifnames.get((agent, ds))
+        if ifn:
+            labels["ifname"] = ifn
+        host = e.get("hostName")
         if host:
             labels["host"] = host
-        lab = ",".join(f'{k}="{_prom_label(v)}"' for k, v in labels.items())
-        families.setdefault(name, []).append(f"{name}{{{lab}}} {val}")
+        families.setdefault(name, []).append(f"{name}{{{_labels(labels)}}} {val}")
     out: list[str] = []
     for name in sorted(families):
         out.append(f"# TYPE {name} gauge")
         out.extend(families[name])
-    for name in sorted(own):
-        series = own[name]
-        kind = "counter" if name.endswith("_total") else "gauge"
-        out.append(f"# TYPE {name} {kind}")
+    text = "\n".join(out) + ("\n" if out else "")
+    if own:
+        text += _families_text(own)
+    return text
+
+
+def _families_text(fams: Mapping[str, Any]) -> str:
+    out: list[str] = []
+    for name in sorted(fams):
+        f = fams[name]
+        if isinstance(f, tuple) and len(f) == 3:
+            kind, help_, series = f
+        else:
+            kind = "counter" if name.endswith("_total") else "gauge"
+            help_, series = "", f
+        lines = []
         for labels, value in series:
             val = _prom_value(value)
             if val is None:
                 continue
-            lab = ",".join(f'{k}="{_prom_label(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lab}}} {val}" if lab else f"{name} {val}")
-    return "\n".join(out) + "\n"
+            lab = _labels(labels)
+            lines.append(f"{name}{{{lab}}} {val}" if lab else f"{name} {val}")
+        if not lines:
+            continue
+        if help_:
+            out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(lines)
+    return "\n".join(out) + ("\n" if out else "")
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+_AGENT_GAUGES = {"last_seen": ("fastflow_agent_last_seen_seconds", 0.001),
+                 "first_seen": ("fastflow_agent_first_seen_seconds", 0.001),
+                 "uptime": ("fastflow_agent_uptime_seconds", 0.001),
+                 "sub_agents": ("fastflow_agent_sub_agents", 1.0)}
+
+
+def _agent_family(key: str) -> tuple[str, float, str]:
+    """Prometheus name, scale and type of an ``/agents/json`` field (sFlow-RT name)."""
+    base = _snake(key[5:] if key.startswith("sFlow") else key)
+    if base in _AGENT_GAUGES:
+        name, scale = _AGENT_GAUGES[base]
+        return name, scale, "gauge"
+    return _prom_name(f"fastflow_agent_{base}_total"), 1.0, "counter"
+
+
+def own_metrics_text(parts: Mapping[str, Any]) -> str:
+    """fastflow's own ``/metrics``: # HELP/# TYPE, units in names, counters end in ``_total``.
+
+    ``parts``: ``uptime`` (s), ``ingest`` (dict), ``errors`` ({reason: n}), ``kinds``
+    ({reason: kind}), ``agents`` ({agent: stats, sFlow-RT names}), ``http`` (server stats),
+    ``scaler`` (Scaler.state() or None), ``scaler_events`` (list), ``thresholds`` (stats),
+    ``metrics`` (Metrics.stats()).
+    """
+    fams: dict[str, Family] = {}
+
+    def add(name: str, kind: str, help_: str, labels: dict[str, Any], value: Any) -> None:
+        fams.setdefault(name, (kind, help_, []))[2].append((labels, value))
+
+    add("fastflow_build_info", "gauge", "fastflow version", {"version": __version__}, 1)
+    add("fastflow_uptime_seconds", "gauge", "seconds since the service started", {},
+        round(float(parts.get("uptime", 0.0)), 3))
+    for key, v in _numeric_items(parts.get("ingest") or {}):
+        base = _snake(key)
+        if any(w in base for w in ("datagrams", "bytes", "drops", "dropped", "batches", "errors",
+                                   "received", "truncated", "decoded", "rejected", "refused")):
+            name = _prom_name(f"fastflow_ingest_{base}")
+            name = name if name.endswith("_total") else name + "_total"
+            add(name, "counter", f"UDP ingest: {key}", {}, v)
+        else:
+            add(_prom_name(f"fastflow_ingest_{base}"), "gauge", f"UDP ingest: {key}", {}, v)
+    errs: Mapping[str, int] = parts.get("errors") or {}
+    kinds: Mapping[str, str] = parts.get("kinds") or {}
+    for r in [r for r in kinds if r != "ok"] + sorted(set(errs) - set(kinds)):
+        add("fastflow_decoder_rejected_total", "counter",
+            "datagrams/samples/records the decoder rejected or skipped, by reason",
+            {"reason": r, "kind": kinds.get(r, "error")}, errs.get(r, 0))
+    agents: Mapping[str, Any] = parts.get("agents") or {}
+    add("fastflow_agents", "gauge", "sFlow agents currently known", {}, len(agents))
+    for agent, st in agents.items():
+        if not isinstance(st, Mapping):
+            continue
+        for key, v in st.items():
+            if _prom_value(v) is None or isinstance(v, Mapping):
+                continue
+            name, scale, kind = _agent_family(key)
+            add(name, kind, f"per agent: sFlow-RT /agents/json {key}", {"agent": str(agent)},
+                v * scale if scale != 1.0 else v)
+    for key, v in (parts.get("http") or {}).items():
+        add(_prom_name(f"fastflow_http_{key}_total"), "counter", f"HTTP guard: {key}", {}, v)
+    if "http_connections" in parts:
+        add("fastflow_http_connections", "gauge", "open HTTP connections", {},
+            parts["http_connections"])
+    for key, v in (parts.get("thresholds") or {}).items():
+        kind = "counter" if key in ("evaluations", "errors") else "gauge"
+        name = f"fastflow_thresholds_{key}" + ("_total" if kind == "counter" else "")
+        add(name, kind, f"thresholds: {key}", {}, v)
+    pat = (parts.get("metrics") or {}).get("patterns") or {}
+    for key in ("hits", "misses", "evictions"):
+        if key in pat:
+            add(f"fastflow_filter_patterns_{key}_total", "counter",
+                f"query filter pattern cache {key}", {}, pat[key])
+    if "size" in pat:
+        add("fastflow_filter_patterns_cached", "gauge", "compiled filter patterns cached", {},
+            pat["size"])
+    sc = parts.get("scaler")
+    if isinstance(sc, Mapping):
+        add("fastflow_scaler_enabled", "gauge", "scaler master switch (1 on)", {},
+            bool(sc.get("enabled")))
+        add("fastflow_scaler_dry_run", "gauge", "scaler dry run (1: decides, never writes)", {},
+            bool(sc.get("dry_run")))
+        for svc, st in (sc.get("services") or {}).items():
+            if not isinstance(st, Mapping):
+                continue
+            lab = {"service": str(svc)}
+            add("fastflow_scaler_service_enabled", "gauge", "service managed and enabled", lab,
+                bool(st.get("enabled")))
+            if isinstance(st.get("current"), int):
+                add("fastflow_scaler_replicas", "gauge", "running replicas seen by the scaler",
+                    lab, st["current"])
+            if isinstance(st.get("desired"), int):
+                add("fastflow_scaler_desired_replicas", "gauge", "replicas the scaler wants", lab,
+                    st["desired"])
+            cfg = st.get("config") or {}
+            for k in ("replicas_min", "replicas_max"):
+                if isinstance(cfg.get(k), int):
+                    add(f"fastflow_scaler_{k}", "gauge", f"configured {k}", lab, cfg[k])
+            for m, v in (st.get("metrics") or {}).items():
+                if _prom_value(v) is not None:
+                    unit = "_percent" if "utilization" in m else \
+                        "_bytes_per_second" if "bytes" in m else ""
+                    add(_prom_name(f"fastflow_scaler_input_{m}{unit}"), "gauge",
+                        f"the scaler's input {m}", lab, v)
+    events = parts.get("scaler_events")
+    if events is not None:
+        counts: dict[tuple[str, str, bool], int] = {}
+        for ev in events:
+            if isinstance(ev, Mapping):
+                ck = (str(ev.get("service", "")), str(ev.get("action", "")),
+                      bool(ev.get("dry_run")))
+                counts[ck] = counts.get(ck, 0) + 1
+        for (svc, action, dry), n in sorted(counts.items()):
+            add("fastflow_scaler_decisions_total", "counter",
+                "scaling decisions in the scaler's event log, by service and action",
+                {"service": svc, "action": action, "dry_run": str(dry).lower()}, n)
+    return _families_text(fams)
+
+
+# ==================================================================================================
+# Core routes
+# ==================================================================================================
 def _call_stats(fn: Callable[[], Any] | None) -> dict[str, Any]:
     if fn is None:
         return {}
@@ -526,17 +396,25 @@ def _call_stats(fn: Callable[[], Any] | None) -> dict[str, Any]:
     return dict(st) if isinstance(st, Mapping) else {"value": st}
 
 
+def _reason_kinds() -> dict[str, str]:
+    from fastflow._schema import REASONS
+    return {name: kind for name, kind, _ in REASONS}
+
+
 def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
                 ingest_stats: Callable[[], Any] | None = None,
-                started: float | None = None) -> list[Route]:
-    """The sFlow-RT compatible query routes plus health, errors and Prometheus.
+                started: float | None = None, *, thresholds: Any = None, scaler: Any = None,
+                server: Callable[[], ApiServer | None] | None = None) -> list[Route]:
+    """The sFlow-RT compatible query routes plus thresholds, health, errors and Prometheus.
 
     ``pipeline`` gives decoder error counts (``errors()``) and the lock; ``metrics`` answers
-    ``query``/``dump``/``names``; ``agentstats`` (optional) gives ``snapshot()``; ``ingest_stats``
-    (optional) returns the UDP listener's counters (a dict, dataclass or named tuple).
+    ``query``/``dump``/``table``/``agent_metrics``/``names``; ``agentstats`` (optional) gives
+    ``snapshot()``; ``ingest_stats`` (optional) returns the UDP listener's counters;
+    ``thresholds`` (a :class:`fastflow.collector.thresholds.Thresholds`) adds ``/threshold`` and
+    ``/events``; ``scaler`` and ``server`` (a callable giving the running ApiServer) add their
+    state to ``/metrics``.
     """
     t0 = time.time() if started is None else started
-
     lock = getattr(pipeline, "lock", None)
 
     def errors() -> dict[str, int]:
@@ -557,117 +435,285 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
                 return {}
             if lock is not None:
                 with lock:
-                    n = len(view)
-                    names = [view[i] for i in range(1, n)]
+                    names = [view[i] for i in range(1, len(view))]
             else:
                 names = [view[i] for i in range(1, len(view))]
             return {a: {} for a in names if a}
         snap = agentstats.snapshot()
-        return dict(snap) if isinstance(snap, Mapping) else {"agents": snap}
+        if not isinstance(snap, Mapping):
+            return {"agents": snap}
+        return {a: agent_fields(st) if isinstance(st, Mapping) else st for a, st in snap.items()}
 
-    def metric(req: Request) -> Response:
-        return json_response(metrics.query(_agents(req.params["agents"]),
+    # ------------------------------------------------------------------ metrics
+    async def metric(req: Request) -> Response:
+        return json_response(await query_work(metrics, metrics.query, _agents(req.params["agents"]),
                                            _metric_list(req.params["metrics"]), _filters(req)))
 
-    def dump(req: Request) -> Response:
-        return json_response(metrics.dump(_agents(req.params["agents"]),
-                                          _metric_list(req.params["metrics"]), _filters(req)))
+    async def agent_metric(req: Request) -> Response:
+        fn = getattr(metrics, "agent_metrics", None)
+        if fn is None:
+            raise HTTPError(404, "per-agent metrics are not available")
+        out = await query_work(metrics, fn, req.params["agent"])
+        if out is None:
+            raise HTTPError(404, f"unknown agent {req.params['agent']!r}")
+        return json_response(out)
+
+    def _dump_names(spec: str) -> str | list[str]:
+        names = _metric_list(spec)
+        return "ALL" if names == ["ALL"] else names
+
+    async def dump(req: Request) -> Response:
+        return json_response(await query_work(metrics, metrics.dump, _agents(req.params["agents"]),
+                                           _dump_names(req.params["metrics"]), _filters(req)))
+
+    async def table(req: Request) -> Response:
+        return json_response(await query_work(metrics, metrics.table, _agents(req.params["agents"]),
+                                           _metric_list(req.params["metrics"]), _filters(req)))
 
     def agents(req: Request) -> Response:
-        return json_response(agents_snapshot())
+        snap = agents_snapshot()
+        want = req.query.get("agent")
+        if want:
+            snap = {a: v for a, v in snap.items() if a in want}
+        return json_response(snap)
 
-    def names(req: Request) -> Response:
-        return json_response(metrics.names())
+    async def names(req: Request) -> Response:
+        return json_response(await query_work(metrics, metrics.names))
 
     def version(req: Request) -> Response:
         return Response(200, __version__.encode(), "text/plain; charset=utf-8")
 
     def version_json(req: Request) -> Response:
         return json_response({"version": __version__, "implementation": "fastflow",
-                              "compatible": "sFlow-RT REST API (subset)"})
+                              "compatible": "sFlow-RT REST API (subset, docs/rest-api.md)"})
 
+    def analyzer_stats() -> dict[str, Any]:
+        ing = _call_stats(ingest_stats)
+        snap = agents_snapshot()
+        errs = errors()
+        kinds = _reason_kinds()
+        tot: dict[str, int] = {}
+        for st in snap.values():
+            if isinstance(st, Mapping):
+                for k in ("sFlowDatagramsReceived", "sFlowFlowSamples", "sFlowCounterSamples",
+                          "sFlowDatagramsLost", "sFlowFlowLostSamples",
+                          "sFlowCounterLostSamples"):
+                    v = st.get(k)
+                    if isinstance(v, int):
+                        tot[k] = tot.get(k, 0) + v
+        received = ing.get("datagrams", ing.get("datagrams_received", tot.get(
+            "sFlowDatagramsReceived", 0)))
+        return {
+            "sFlowAgents": len(snap),
+            "sFlowDatagramsReceived": received,
+            "sFlowBytesReceived": ing.get("bytes", ing.get("bytes_received", 0)),
+            "sFlowDatagramsDiscarded": sum(v for k, v in errs.items()
+                                           if kinds.get(k, "error") == "error"),
+            "sFlowFlowSamples": tot.get("sFlowFlowSamples", 0),
+            "sFlowCounterSamples": tot.get("sFlowCounterSamples", 0),
+            "sFlowDatagramsLost": tot.get("sFlowDatagramsLost", 0),
+            "sFlowFlowLostSamples": tot.get("sFlowFlowLostSamples", 0),
+            "sFlowCounterLostSamples": tot.get("sFlowCounterLostSamples", 0),
+            "uptime": int((time.time() - t0) * 1000),
+            "version": __version__,
+        }
+
+    def analyzer(req: Request) -> Response:
+        return json_response(analyzer_stats())
+
+    # ------------------------------------------------------------------ health and errors
     def health(req: Request) -> Response:
         ing = _call_stats(ingest_stats)
         errs = errors()
         kinds = _reason_kinds()
-        return json_response({"status": "ok", "version": __version__,
-                              "uptime": round(time.time() - t0, 3),
-                              "ingest": ing,
-                              "decoder": {"errors": errs, "rejected": sum(
-                                  v for k, v in errs.items() if kinds.get(k, "error") == "error")},
-                              "agents": len(agents_snapshot())})
+        body: dict[str, Any] = {
+            "status": "ok", "version": __version__, "uptime": round(time.time() - t0, 3),
+            "ingest": ing,
+            "decoder": {"errors": errs, "rejected": sum(
+                v for k, v in errs.items() if kinds.get(k, "error") == "error")},
+            "agents": len(agents_snapshot())}
+        srv = server() if server is not None else None
+        if srv is not None:
+            body["http"] = dict(srv.stats, connections=srv.connections,
+                                max_connections=srv.max_connections)
+        ms = getattr(metrics, "stats", None)
+        if callable(ms):
+            body["queries"] = ms()
+        return json_response(body)
 
     def errors_json(req: Request) -> Response:
         from fastflow._schema import REASONS
         errs = errors()
         kinds = _reason_kinds()
-        return json_response({
+        body: dict[str, Any] = {
             "errors": errs,
             "total": sum(v for k, v in errs.items() if kinds.get(k, "error") == "error"),
             "skipped": sum(v for k, v in errs.items() if kinds.get(k) == "skip"),
-            "reasons": {n: {"kind": k, "description": d} for n, k, d in REASONS if n != "ok"}})
+            "reasons": {n: {"kind": k, "description": d} for n, k, d in REASONS if n != "ok"}}
+        srv = server() if server is not None else None
+        if srv is not None:
+            body["http"] = dict(srv.stats)
+        return json_response(body)
 
-    def own_counters() -> dict[str, list[tuple[dict[str, str], Any]]]:
-        own: dict[str, list[tuple[dict[str, str], Any]]] = {}
-        for key, v in _numeric_items(_call_stats(ingest_stats)):
-            name = _prom_name(f"fastflow_ingest_{key}")
-            if not name.endswith("_total") and any(w in key for w in (
-                    "datagrams", "bytes", "drops", "dropped", "batches", "errors", "received",
-                    "truncated", "decoded")):
-                name += "_total"
-            own.setdefault(name, []).append(({}, v))
-        errs = errors()
-        kinds = _reason_kinds()
-        names = [r for r in kinds if r != "ok"] + sorted(set(errs) - set(kinds))
-        own["fastflow_decoder_rejected_total"] = [
-            ({"reason": r, "kind": kinds.get(r, "error")}, errs.get(r, 0)) for r in names]
-        snap = agents_snapshot()
-        for agent, st in snap.items():
-            if not isinstance(st, Mapping):
-                continue
-            for key, v in _numeric_items(st):
-                own.setdefault(_agent_metric(key), []).append(({"agent": str(agent)}, v))
-        own["fastflow_agents"] = [({}, len(snap))]
-        own["fastflow_uptime_seconds"] = [({}, round(time.time() - t0, 3))]
-        return own
+    # ------------------------------------------------------------------ Prometheus
+    def own_parts() -> dict[str, Any]:
+        parts: dict[str, Any] = {"uptime": time.time() - t0, "ingest": _call_stats(ingest_stats),
+                                 "errors": errors(), "kinds": _reason_kinds(),
+                                 "agents": agents_snapshot()}
+        srv = server() if server is not None else None
+        if srv is not None:
+            parts["http"] = dict(srv.stats)
+            parts["http_connections"] = srv.connections
+        if thresholds is not None:
+            parts["thresholds"] = thresholds.stats()
+        ms = getattr(metrics, "stats", None)
+        if callable(ms):
+            parts["metrics"] = ms()
+        if scaler is not None:
+            try:
+                parts["scaler"] = scaler.state()
+                parts["scaler_events"] = list(getattr(scaler, "events", []))
+            except Exception:  # noqa: BLE001
+                log.exception("scaler state unavailable for /metrics")
+        return parts
 
-    def prometheus(req: Request) -> Response:
+    async def prometheus(req: Request) -> Response:
         agents_spec = _agents(req.params["agents"])
-        mspec = req.params["metrics"]
-        wanted = list(metrics.names()) if mspec == "ALL" else _metric_list(mspec)
-        entries = metrics.dump(agents_spec, wanted, _filters(req)) if wanted else []
-        text = prometheus_text(entries, own_counters())
+        names = _dump_names(req.params["metrics"])
+        entries = await query_work(metrics, metrics.dump, agents_spec, names, _filters(req))
+        if names != "ALL" and "ifname" not in names:
+            # sFlow-RT labels interface series with ifname where the agent sends it
+            try:
+                entries = list(entries) + [e for e in await query_work(
+                    metrics, metrics.dump, agents_spec, ["ifname"], _filters(req))]
+            except ValueError:
+                pass
+        text = prometheus_text(entries)
         return Response(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
-    return [
+    def prometheus_analyzer(req: Request) -> Response:
+        st = analyzer_stats()
+        fams: dict[str, Family] = {
+            "sflow_analyzer_agent_count": ("gauge", "sFlow agents", [({}, st["sFlowAgents"])]),
+            "sflow_analyzer_datagrams_received_total": (
+                "counter", "sFlow datagrams received", [({}, st["sFlowDatagramsReceived"])]),
+            "sflow_analyzer_datagrams_discarded_total": (
+                "counter", "sFlow datagrams rejected", [({}, st["sFlowDatagramsDiscarded"])]),
+            "sflow_analyzer_bytes_received_total": (
+                "counter", "sFlow bytes received", [({}, st["sFlowBytesReceived"])]),
+            "sflow_analyzer_flow_samples_total": (
+                "counter", "flow samples", [({}, st["sFlowFlowSamples"])]),
+            "sflow_analyzer_counter_samples_total": (
+                "counter", "counter samples", [({}, st["sFlowCounterSamples"])]),
+            "sflow_analyzer_datagrams_lost_total": (
+                "counter", "datagrams lost (sequence gaps)", [({}, st["sFlowDatagramsLost"])]),
+            "sflow_analyzer_uptime_seconds": ("gauge", "analyzer uptime",
+                                              [({}, st["uptime"] / 1000.0)]),
+        }
+        return Response(200, _families_text(fams).encode(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+
+    def own_metrics(req: Request) -> Response:
+        return Response(200, own_metrics_text(own_parts()).encode(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+
+    routes = [
         Route("GET", "/metric/{agents}/{metrics}/json", metric),
+        Route("GET", "/metric/{agent}/json", agent_metric),
         Route("GET", "/dump/{agents}/{metrics}/json", dump),
+        Route("GET", "/table/{agents}/{metrics}/json", table),
         Route("GET", "/agents/json", agents),
         Route("GET", "/metrics/json", names),
+        Route("GET", "/analyzer/json", analyzer),
         Route("GET", "/version", version),
         Route("GET", "/version/json", version_json),
         Route("GET", "/healthz", health),
         Route("GET", "/errors/json", errors_json),
         Route("GET", "/prometheus/metrics/{agents}/{metrics}/txt", prometheus),
+        Route("GET", "/prometheus/analyzer/txt", prometheus_analyzer),
+        Route("GET", "/metrics", own_metrics),
     ]
+    if thresholds is not None:
+        routes += threshold_routes(thresholds, server)
+    return routes
 
 
-def _reason_kinds() -> dict[str, str]:
-    from fastflow._schema import REASONS
-    return {name: kind for name, kind, _ in REASONS}
+# ==================================================================================================
+# Thresholds and events
+# ==================================================================================================
+def threshold_routes(thresholds: Any,
+                     server: Callable[[], ApiServer | None] | None = None) -> list[Route]:
+    """sFlow-RT ``/threshold/json``, ``/threshold/{name}/json`` and the ``/events/json`` long poll."""
+    from fastflow.collector.thresholds import ThresholdError
 
+    waiters: set[asyncio.Future[None]] = set()
+    loop_ref: list[asyncio.AbstractEventLoop] = []
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_AGENT_GAUGES = frozenset({"sub_agents", "last_update", "first_seen", "uptime"})
+    def wake(_event: dict[str, Any]) -> None:
+        # called from the evaluating thread: hand over to the loop
+        if loop_ref:
+            loop_ref[0].call_soon_threadsafe(_wake_all)
 
+    def _wake_all() -> None:
+        for f in list(waiters):
+            if not f.done():
+                f.set_result(None)
 
-def _agent_metric(key: str) -> str:
-    """Prometheus name of an ``/agents/json`` field: ``sFlowDatagramsLost`` ->
-    ``fastflow_agent_datagrams_lost_total``; ``lastUpdate`` -> ``fastflow_agent_last_update``."""
-    base = _snake(key[5:] if key.startswith("sFlow") else key)
-    name = _prom_name(f"fastflow_agent_{base}")
-    return name if base in _AGENT_GAUGES or name.endswith("_total") else name + "_total"
+    thresholds.add_listener(wake)
 
+    def get_all(req: Request) -> Response:
+        return json_response(thresholds.all())
 
-def _snake(name: str) -> str:
-    return _CAMEL.sub("_", name).lower()
+    def get(req: Request) -> Response:
+        spec = thresholds.get(req.params["name"])
+        if spec is None:
+            raise HTTPError(404, f"no threshold {req.params['name']!r}")
+        return json_response(spec)
+
+    def put(req: Request) -> Response:
+        try:
+            return json_response(thresholds.set(req.params["name"], req.json()))
+        except ThresholdError as exc:
+            raise HTTPError(400, str(exc)) from None
+
+    def delete(req: Request) -> Response:
+        if not thresholds.delete(req.params["name"]):
+            raise HTTPError(404, f"no threshold {req.params['name']!r}")
+        return Response(204)
+
+    async def events(req: Request) -> Response:
+        ids = [i for v in req.query.get("thresholdID", []) for i in v.split(",") if i] or None
+        after = _int_arg(req, "eventID", -1, -1, 2**62)
+        max_events = _int_arg(req, "maxEvents", 100, 1, 10000)
+        timeout = min(MAX_LONG_POLL, max(0.0, float(_int_arg(req, "timeout", 0, 0, 3600))))
+        out = thresholds.events(after, max_events, ids)
+        if out or timeout <= 0:
+            return json_response(out)
+        loop = asyncio.get_running_loop()
+        if not loop_ref:
+            loop_ref.append(loop)
+        srv = server() if server is not None else None
+        deadline = loop.time() + timeout
+        while not out:
+            left = deadline - loop.time()
+            if left <= 0 or (srv is not None and srv.closing is not None and srv.closing.is_set()):
+                break
+            fut: asyncio.Future[None] = loop.create_future()
+            waiters.add(fut)
+            try:
+                await asyncio.wait_for(fut, min(left, 1.0))
+            except TimeoutError:
+                pass
+            finally:
+                waiters.discard(fut)
+            out = thresholds.events(after, max_events, ids)
+        return json_response(out)
+
+    return [
+        Route("GET", "/threshold/json", get_all),
+        Route("GET", "/threshold/{name}/json", get),
+        Route("PUT", "/threshold/{name}/json", put, mutating=True),
+        Route("POST", "/threshold/{name}/json", put, mutating=True),
+        Route("DELETE", "/threshold/{name}/json", delete, mutating=True),
+        Route("GET", "/events/json", events),
+    ]

@@ -1,13 +1,25 @@
 """HTTP request/response types and routing shared by every module that serves REST endpoints.
 
-The server itself lives in :mod:`fastflow.web.api`; modules contribute :class:`Route` lists.
+The server (:class:`fastflow.web.server.ApiServer`, on aiohttp) adapts each aiohttp request to a
+:class:`Request` and each :class:`Response` back; modules contribute :class:`Route` lists. A handler
+that streams (server-sent events) may return an ``aiohttp.web.StreamResponse`` it prepared on
+``req.raw`` instead of a :class:`Response`.
+
+Security flags on a :class:`Route` (enforced by the server, not by handlers):
+
+* ``mutating``: the route changes state; it needs a valid token when one is configured and is
+  refused (403) when the request comes from another site (``Origin``/``Referer``/``Sec-Fetch-Site``).
+* ``mutates_on``: query parameters that turn a GET into a change (sFlow-RT's ``?state=enabled``):
+  such a GET is treated exactly like a mutating request.
+* ``tokens``: a callable giving extra tokens accepted on this route besides the API token
+  (the scaler's own token on scaler routes). ``req.authorised`` tells the handler a valid token came.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +41,8 @@ class Request:
     query: dict[str, list[str]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    authorised: bool = False       # a valid bearer token (API token or a route token) came with it
+    raw: Any = None                # the aiohttp request (streaming handlers prepare responses on it)
 
     def json(self) -> Any:
         """The body parsed as JSON; a 400 :class:`HTTPError` when it is not."""
@@ -69,7 +83,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Handler = Callable[[Request], Any]   # -> Response | Awaitable[Response] (or a StreamResponse)
 
 
 @dataclass
@@ -78,6 +92,8 @@ class Route:
     pattern: str
     handler: Handler
     mutating: bool = False
+    mutates_on: tuple[str, ...] = ()                       # GET query params that make it a change
+    tokens: Callable[[], Iterable[str | None]] | None = None   # extra tokens accepted here
     _regex: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
 
     def match(self, path: str) -> dict[str, str] | None:
@@ -88,3 +104,14 @@ class Route:
             self._regex = re.compile(f"^{rx}$")
         m = self._regex.match(path)
         return m.groupdict() if m else None
+
+    def changes_state(self, req: Request) -> bool:
+        """This request changes state: a mutating route, a GET carrying a ``mutates_on`` key, or
+        any request carrying sFlow-RT's ``state=`` switch (:data:`STATE_PARAMS`, on every route,
+        so a route that forgets its flag is still guarded)."""
+        return (self.mutating or any(k in req.query for k in self.mutates_on)
+                or any(k in req.query for k in STATE_PARAMS))
+
+
+#: query parameters that make any request a state change (sFlow-RT's ``GET ...?state=enabled``)
+STATE_PARAMS: tuple[str, ...] = ("state",)

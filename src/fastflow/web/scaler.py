@@ -21,7 +21,7 @@ def scaler_routes(scaler: Scaler) -> list[Route]:
     """``/scaler/json``, ``/scaler/events/json``, ``/scaler/{service}/json`` (GET and PUT)."""
 
     def check_token(req: Request) -> None:
-        if not scaler.token:
+        if req.authorised or not scaler.token:   # the server accepted the API or scaler token
             return
         auth = req.headers.get("authorization", "")
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
@@ -79,9 +79,13 @@ def scaler_routes(scaler: Scaler) -> list[Route]:
             raise HTTPError(400, "body must be a JSON object of scaler settings")
         return json_response(apply(req.params["service"], body).to_dict())
 
+    # the server checks tokens (API or scaler) and refuses cross-site changes for these flags
+    def tokens() -> list[str | None]:
+        return [scaler.token]
+
     return [
-        Route("GET", "/scaler/json", get_all),
+        Route("GET", "/scaler/json", get_all, mutates_on=("state",), tokens=tokens),
         Route("GET", "/scaler/events/json", get_events),
-        Route("GET", "/scaler/{service}/json", get_service),
-        Route("PUT", "/scaler/{service}/json", put_service, mutating=True),
+        Route("GET", "/scaler/{service}/json", get_service, mutates_on=("state",), tokens=tokens),
+        Route("PUT", "/scaler/{service}/json", put_service, mutating=True, tokens=tokens),
     ]

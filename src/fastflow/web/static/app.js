@@ -1,8 +1,8 @@
 /* fastflow dashboard: plain JavaScript, no build step, nothing loaded from elsewhere.
  *
- * Polls the collector's REST API every POLL_MS:
- *   /scaler/json, /scaler/events/json         managed services, their thresholds and decisions
- *   /dump/ALL/<metrics>/json?vir_host_name=…    per-container utilisation and bytes of a service
+ * Listens to the collector (server-sent events) and polls the rest every POLL_MS:
+ *   /dashboard/stream (server-sent events)    managed services: the server-kept trend (history
+ *                                             first, then live points), scaler state, decisions
  *   /flow/<name>/json (PUT), /activeflows/…     top flows for the chosen keys
  *   /agents/json, /flowstats/json              agents and their datagram / loss counters
  * Every endpoint is optional: a missing one shows "not available" and the page carries on.
@@ -11,9 +11,8 @@
 "use strict";
 
 (function () {
-  const POLL_MS = 2000;
-  const HISTORY_S = 600;            // seconds of history kept per service chart
-  const DUMP_METRICS = ["vir_cpu_utilization", "vir_bytes_in", "vir_bytes_out"];
+  const POLL_MS = 5000;             // flows and agents tables (services come live over SSE)
+  const HISTORY_S = 3600;           // seconds of history shown per service chart
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                   "#7f7f7f", "#bcbd22", "#17becf"];
 
@@ -77,10 +76,6 @@
     const p = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
     for (const [m, s] of p) if (a >= m) return (v / m).toFixed(a / m >= 100 ? 0 : 1) + " " + s + unit;
     return (a >= 100 ? v.toFixed(0) : v.toFixed(a >= 10 ? 1 : 2)) + " " + unit;
-  }
-
-  function escapeRegex(s) {
-    return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   }
 
   // ---------------------------------------------------------------------------------- charts
@@ -240,7 +235,7 @@
     const tmin = Math.max(hist.length ? hist[0].t : now - 60, now - HISTORY_S);
     const hosts = Object.keys(svc.latest || {}).sort();
     const series = hosts.map((hname, i) => ({
-      pts: hist.map((p) => [p.t, p.per[hname]]), color: COLORS[i % COLORS.length], width: 1,
+      pts: hist.map((p) => [p.t, (p.per || {})[hname]]), color: COLORS[i % COLORS.length], width: 1,
     }));
     series.push({ pts: hist.map((p) => [p.t, p.util]), color: "#000", width: 2.5 });
     const maxRep = Math.max(1, cfg.replicas_max || 1, ...hist.map((p) => p.replicas || 0));
@@ -291,67 +286,85 @@
     }
   }
 
-  async function pollServiceMetrics(name) {
-    const svc = state.services[name];
-    const cfg = (svc.info && svc.info.config) || {};
-    const pattern = cfg.pattern || (escapeRegex(name) + "\\..*");
-    const res = await api("/dump/ALL/" + DUMP_METRICS.join(",") + "/json?vir_host_name=" +
-                          encodeURIComponent(pattern));
-    const latest = {};
-    if (res.ok && Array.isArray(res.data)) {
-      for (const r of res.data) {
-        const host = r.hostName || ((r.agent || "") + ":" + (r.dataSource || ""));
-        const c = latest[host] || (latest[host] = { agent: r.agent, cpu: null, in: null, out: null });
-        const v = typeof r.metricValue === "number" ? r.metricValue : null;
-        if (r.metricName === "vir_cpu_utilization") c.cpu = v;
-        else if (r.metricName === "vir_bytes_in") c.in = v;
-        else if (r.metricName === "vir_bytes_out") c.out = v;
-      }
-    }
-    svc.latest = latest;
-    const hosts = Object.values(latest);
-    const cpus = hosts.map((c) => c.cpu).filter((v) => v != null);
-    const sum = (xs) => xs.reduce((a, b) => a + (b || 0), 0);
-    const per = {};
-    for (const [h, c] of Object.entries(latest)) per[h] = c.cpu;
-    const info = svc.info || {};
-    svc.history.push({
-      t: Date.now() / 1000,
-      replicas: info.current != null ? info.current : (hosts.length || null),
-      util: cpus.length ? sum(cpus) / cpus.length : null,
-      bytesIn: hosts.length ? sum(hosts.map((c) => c.in)) : null,
-      bytesOut: hosts.length ? sum(hosts.map((c) => c.out)) : null,
-      per: per,
-    });
-    const cutoff = Date.now() / 1000 - HISTORY_S;
-    while (svc.history.length && svc.history[0].t < cutoff) svc.history.shift();
-  }
-
-  async function pollScaler() {
-    const res = await api("/scaler/json");
+  /* Live updates: server-sent events from /dashboard/stream. The server keeps each service's
+   * trend (replicas, mean CPU, bytes, per-container CPU), so a page opened late starts with the
+   * history ("history" event) and then gets one "sample" event per point. */
+  function applyScaler(sc, events) {
     const master = $("scaler-master");
-    if (!res.ok || !res.data || typeof res.data !== "object") {
-      $("scaler-message").textContent = "scaler " + unavailable(res);
+    if (!sc || typeof sc !== "object" || !sc.services) {
+      $("scaler-message").textContent = "scaler not available (fastflow run --no-scaler?)";
       master.textContent = "";
       return;
     }
-    master.textContent = res.data.enabled ? "scaler running" : "scaler off (master switch)";
-    master.classList.toggle("on", !!res.data.enabled);
-    if (res.data.dry_run) master.textContent += ", dry run";
-    const services = res.data.services || {};
+    master.textContent = sc.enabled ? "scaler running" : "scaler off (master switch)";
+    master.classList.toggle("on", !!sc.enabled);
+    if (sc.dry_run) master.textContent += ", dry run";
+    const services = sc.services || {};
     const names = Object.keys(services);
     $("scaler-message").textContent = names.length ? "" : "no managed services configured";
-    const ev = await api("/scaler/events/json");
-    state.events = ev.ok && Array.isArray(ev.data) ? ev.data : [];
+    state.events = Array.isArray(events) ? events : [];
     for (const name of names) {
       const svc = state.services[name] || (state.services[name] = { history: [], latest: {} });
       svc.info = services[name];
-      await pollServiceMetrics(name);
-      renderService(name);
     }
     for (const card of document.querySelectorAll(".service")) {
       if (!(card.dataset.service in services)) card.remove();
     }
+  }
+
+  function applyDetail(detail) {
+    for (const [name, hosts] of Object.entries(detail || {})) {
+      const svc = state.services[name] || (state.services[name] = { history: [], latest: {} });
+      svc.latest = hosts || {};
+    }
+  }
+
+  function renderAll() {
+    for (const name of Object.keys(state.services)) {
+      if (state.services[name].info) renderService(name);
+    }
+  }
+
+  function onHistory(data) {
+    applyScaler(data.scaler, data.events);
+    for (const [name, pts] of Object.entries(data.history || {})) {
+      const svc = state.services[name] || (state.services[name] = { history: [], latest: {} });
+      svc.history = Array.isArray(pts) ? pts.slice() : [];
+    }
+    applyDetail(data.detail);
+    state.streamPoints = 0;
+    renderAll();
+  }
+
+  function onSample(data) {
+    applyScaler(data.scaler, data.events);
+    for (const [name, p] of Object.entries(data.points || {})) {
+      const svc = state.services[name] || (state.services[name] = { history: [], latest: {} });
+      svc.history.push(p);
+      const cutoff = p.t - HISTORY_S;
+      while (svc.history.length && svc.history[0].t < cutoff) svc.history.shift();
+    }
+    applyDetail(data.detail);
+    state.streamPoints = (state.streamPoints || 0) + 1;
+    $("status").textContent = "live " + new Date().toLocaleTimeString([], { hour12: false });
+    renderAll();
+  }
+
+  function connectStream() {
+    if (!window.EventSource) {
+      $("status").textContent = "this browser has no EventSource: live updates unavailable";
+      return;
+    }
+    const es = new EventSource("/dashboard/stream");
+    state.stream = es;
+    const parse = (fn) => (ev) => {
+      try { fn(JSON.parse(ev.data)); } catch (e) {
+        $("status").textContent = "dashboard error: " + (e && e.message ? e.message : e);
+      }
+    };
+    es.addEventListener("history", parse(onHistory));
+    es.addEventListener("sample", parse(onSample));
+    es.onerror = () => { $("status").textContent = "live updates interrupted, reconnecting…"; };
   }
 
   // ---------------------------------------------------------------------------------- flows
@@ -470,12 +483,11 @@
     state.busy = true;
     try {
       const v = await api("/version");
-      $("status").textContent = v.status === 0 ? "collector unreachable"
-        : "updated " + new Date().toLocaleTimeString([], { hour12: false });
+      if (v.status === 0) $("status").textContent = "collector unreachable";
       if (v.ok && v.data != null && !$("version").textContent) {
         $("version").textContent = typeof v.data === "string" ? v.data : (v.data.version || "");
       }
-      await Promise.all([pollScaler(), pollFlows(), pollAgents()]);
+      await Promise.all([pollFlows(), pollAgents()]);
     } catch (e) {
       $("status").textContent = "dashboard error: " + (e && e.message ? e.message : e);
     } finally {
@@ -499,10 +511,11 @@
     window.addEventListener("resize", () => {
       for (const name of Object.keys(state.services)) if (state.services[name].info) renderService(name);
     });
+    connectStream();
     tick();
     setInterval(tick, POLL_MS);
   }
 
-  window.fastflowDashboard = { state: state, tick: tick };
+  window.fastflowDashboard = { state: state, tick: tick, renderAll: renderAll };
   document.addEventListener("DOMContentLoaded", init);
 })();
