@@ -6,7 +6,7 @@ current replicas, and no step is ever applied twice.
 Telemetry describes the service's REAL running tasks (hostnames ``svc.slot.taskid``) and goes as
 real sFlow datagrams over UDP on 127.0.0.1 to every instance (as a Host sFlow agent with several
 ``collector {}`` blocks would send it). Failover times are printed (``pytest -s``) and written to
-``$FASTFLOW_HA_REPORT`` when set.
+``$FASTFLOW_TEST_HA_REPORT`` when set.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from fastflow import __version__
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 SEND_EVERY = 0.5
-# lease timing in these tests; FASTFLOW_HA_DEFAULTS=1 runs them with the defaults (12 s, 3 s, 1 s)
-_DEFAULTS = os.environ.get("FASTFLOW_HA_DEFAULTS") == "1"
+# lease timing in these tests; FASTFLOW_TEST_HA_DEFAULTS=1 runs them with the defaults (12 s, 3 s, 1 s)
+_DEFAULTS = os.environ.get("FASTFLOW_TEST_HA_DEFAULTS") == "1"
 DURATION = 12.0 if _DEFAULTS else 4.0
 RENEW = 3.0 if _DEFAULTS else 1.0
 POLL = 1.0 if _DEFAULTS else 0.5
@@ -277,7 +277,7 @@ def report(name: str, values: list[float], how: str = "SIGKILL") -> None:
     line = f"{name}: failover after {how} {', '.join(f'{v:.2f}' for v in values)} s " \
            f"(lease duration {DURATION:g} s, renew {RENEW:g} s, poll {POLL:g} s)"
     print(line)
-    path = os.environ.get("FASTFLOW_HA_REPORT")
+    path = os.environ.get("FASTFLOW_TEST_HA_REPORT")
     if path:
         with open(path, "a") as fh:
             fh.write(json.dumps({"test": name, "failover_s": values, "duration": DURATION,
