@@ -273,15 +273,17 @@ class Cluster:
             pass
 
 
-def report(name: str, values: list[float], how: str = "SIGKILL") -> None:
+def report(name: str, values: list[float], how: str = "SIGKILL",
+           timing: tuple[float, float, float] = (DURATION, RENEW, POLL)) -> None:
+    duration, renew, poll = timing
     line = f"{name}: failover after {how} {', '.join(f'{v:.2f}' for v in values)} s " \
-           f"(lease duration {DURATION:g} s, renew {RENEW:g} s, poll {POLL:g} s)"
+           f"(lease duration {duration:g} s, renew {renew:g} s, poll {poll:g} s)"
     print(line)
     path = os.environ.get("FASTFLOW_TEST_HA_REPORT")
     if path:
         with open(path, "a") as fh:
-            fh.write(json.dumps({"test": name, "failover_s": values, "duration": DURATION,
-                                 "renew": RENEW, "poll": POLL}) + "\n")
+            fh.write(json.dumps({"test": name, "how": how, "failover_s": values,
+                                 "duration": duration, "renew": renew, "poll": poll}) + "\n")
 
 
 def test_two_instances_one_acts_kill9_hands_over(swarm: SwarmHelper, tmp_path: Path) -> None:

@@ -327,6 +327,19 @@
     while (svc.history.length && svc.history[0].t < cutoff) svc.history.shift();
   }
 
+  // HA (docs/ha.md): which instance scales; absent when this instance runs alone
+  function renderLease(lease) {
+    const badge = $("scaler-lease");
+    if (!lease || typeof lease !== "object") { badge.hidden = true; return; }
+    badge.hidden = false;
+    badge.classList.toggle("on", !!lease.held);
+    const who = String(lease.holder_node || lease.holder || "nobody");
+    badge.textContent = lease.held ? "this instance scales (lease holder)"
+      : "standby: " + who + " scales";
+    badge.title = "lease " + String(lease.mode) + ": holder " + String(lease.holder || "none") +
+      (lease.error ? "; error: " + String(lease.error) : "");
+  }
+
   async function pollScaler() {
     const res = await api("/scaler/json");
     const master = $("scaler-master");
@@ -338,6 +351,7 @@
     master.textContent = res.data.enabled ? "scaler running" : "scaler off (master switch)";
     master.classList.toggle("on", !!res.data.enabled);
     if (res.data.dry_run) master.textContent += ", dry run";
+    renderLease(res.data.lease);
     const services = res.data.services || {};
     const names = Object.keys(services);
     $("scaler-message").textContent = names.length ? "" : "no managed services configured";
