@@ -333,9 +333,9 @@
     if (!lease || typeof lease !== "object") { badge.hidden = true; return; }
     badge.hidden = false;
     badge.classList.toggle("on", !!lease.held);
-    const who = String(lease.holder_node || lease.holder || "nobody");
+    const who = lease.holder_node || lease.holder;
     badge.textContent = lease.held ? "this instance scales (lease holder)"
-      : "standby: " + who + " scales";
+      : who ? "standby: " + String(who) + " scales" : "standby: no lease holder yet";
     badge.title = "lease " + String(lease.mode) + ": holder " + String(lease.holder || "none") +
       (lease.error ? "; error: " + String(lease.error) : "");
   }
