@@ -179,13 +179,22 @@ def test_image_stack_on_swarm(nswarm: NetnsSwarm, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     nswarm.load_image("fastflow:hatest")
     cfg = tmp_path / "fastflow.toml"
-    cfg.write_text((ROOT / "deploy" / "fastflow.toml").read_text())
+    lock = unique("stacklock")
+    cfg.write_text((ROOT / "deploy" / "fastflow.toml").read_text()
+                   .replace('mode = "service"', f'mode = "service"\nlock_service = "{lock}"'))
+    # every node's containers must reach THEIR engine: the stack mounts the socket from a path
+    # templated by node id ({{.Node.ID}}), here a symlink to each engine's own socket
+    socks = tmp_path / "socks"
+    socks.mkdir()
+    for e in nswarm.engines:
+        (socks / f"{e.node_id()}.sock").symlink_to(e.sock)
     token = tmp_path / "fastflow_token"
     token.write_text("s3cret-token-for-the-test")
     addrs = [e.addr for e in nswarm.engines]
     env = {**nswarm.engines[0].env(), "FASTFLOW_IMAGE": "fastflow:hatest",
            "FASTFLOW_COLLECTORS": " ".join(addrs), "FASTFLOW_CONFIG": str(cfg),
-           "FASTFLOW_TOKEN_FILE": str(token), "FASTFLOW_POLLING": "2"}
+           "FASTFLOW_TOKEN_FILE": str(token), "FASTFLOW_POLLING": "2",
+           "FASTFLOW_DOCKER_SOCK": f"{socks}/{{{{.Node.ID}}}}.sock"}
     r = subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c",
                         str(ROOT / "deploy" / "fastflow-stack.yml"), "ff"],
                        capture_output=True, text=True, timeout=120, env=env)
@@ -228,6 +237,13 @@ def test_image_stack_on_swarm(nswarm: NetnsSwarm, tmp_path: Path) -> None:
         return held
 
     (first_addr, first_id), = bounded(holder, 60, "one lease holder", lease_states)
+    # the lease lives in the test swarm (never in the main engine's)
+    labels = json.loads(nswarm.engines[0].docker("service", "inspect", lock, "--format",
+                                                 "{{json .Spec.Labels}}"))
+    assert labels["fastflow.lease.holder"] == first_id, labels
+    main = subprocess.run(["docker", "service", "inspect", lock], capture_output=True,
+                          env={k: v for k, v in os.environ.items() if k != "DOCKER_HOST"})
+    assert main.returncode != 0, "the lock service was created on the main engine"
     # every collector receives the agents' sFlow (each agent sends to every collector)
     for a in addrs:
         agents_at(a)
