@@ -109,6 +109,7 @@ class Lease:
         self._held_since: float | None = None   # wall clock of the acquisition (for people)
         self._seen: tuple[int, float] | None = None   # (lock version, monotonic first seen)
         self._holder = ""          # the holder as last read
+        self._logged_holder = ""
         self._holder_node = ""
         self._version = 0
         self._error = ""
@@ -175,10 +176,12 @@ class Lease:
         except Exception as exc:  # noqa: BLE001 - engine down, timeouts: retried next step
             self._set_error(f"{type(exc).__name__}: {_explain(exc)}")
         held = self.is_held()
-        if held != was:
-            log.info("lease %s: %s", self.lock_service if self.mode == "service" else "raft-leader",
-                     f"acquired by {self.id}" if held else
-                     f"{self.id} stands by (holder: {self._holder or 'none'})")
+        what = self.lock_service if self.mode == "service" else "raft-leader"
+        if held and not was:
+            log.info("lease %s: acquired by %s", what, self.id)
+        elif not held and (was or self._holder != self._logged_holder):
+            log.info("lease %s: %s stands by (holder: %s)", what, self.id, self._holder or "none")
+        self._logged_holder = self._holder
         return held
 
     async def run(self, stop: asyncio.Event) -> None:
