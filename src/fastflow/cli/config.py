@@ -2,8 +2,8 @@
 
 Precedence, lowest first: built-in defaults < TOML file < ``FASTFLOW_<SECTION>_<KEY>`` environment
 variables < command-line flags. Every option of the fixed sections ([collector], [store], [api],
-[log]) is a typed dataclass field, validated with a message that names the key. The [scaler] and
-[flows] sections belong to their modules and are passed through as dictionaries.
+[log]) is a typed dataclass field, validated with a message that names the key. The [scaler],
+[flows] and [ha] sections belong to their modules and are passed through as dictionaries.
 
 ``docs/config.example.toml`` documents every key with its default.
 """
@@ -95,6 +95,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     scaler: dict[str, Any] = field(default_factory=dict)   # owned by fastflow.scaler.controller
     flows: dict[str, Any] = field(default_factory=dict)    # owned by fastflow.collector.flows
+    ha: dict[str, Any] = field(default_factory=dict)       # owned by fastflow.scaler.lease
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"     # where the file part came from (for messages)
 
@@ -113,6 +114,7 @@ class Config:
             "api": dataclasses.asdict(self.api),
             "scaler": dict(self.scaler),
             "flows": dict(self.flows),
+            "ha": dict(self.ha),
             "log": dataclasses.asdict(self.log),
         }
         for sec in ("api", "scaler"):
@@ -127,7 +129,7 @@ _TYPED: dict[str, type] = {
     "api": ApiConfig,
     "log": LogConfig,
 }
-_PASSTHROUGH = ("scaler", "flows")
+_PASSTHROUGH = ("scaler", "flows", "ha")
 SECTIONS = tuple(_TYPED) + _PASSTHROUGH
 
 # field name -> "int" | "float" | "bool" | "str" | "float?" (float or None)

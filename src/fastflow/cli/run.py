@@ -110,6 +110,8 @@ class Service:
         self.trends: Trends | None = None
         self._scaler_task: asyncio.Task[None] | None = None
         self._tick_tasks: list[asyncio.Task[None]] = []
+        self.lease: Any = None
+        self._lease_task: asyncio.Task[None] | None = None
         self._ingest_started = False
         self._build()
 
@@ -151,6 +153,21 @@ class Service:
                 self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
+            self._build_lease(section)
+
+    def _build_lease(self, scaler_section: dict[str, Any]) -> None:
+        """[ha]: several instances, one scaler acting (docs/ha.md); None when off."""
+        from fastflow.scaler.lease import Lease
+
+        scaler = self.scaler
+        try:
+            self.lease = Lease.from_config(self.config.ha,
+                                           docker_host=scaler_section.get("docker_host") or None,
+                                           tls_dir=scaler_section.get("tls_dir") or None,
+                                           want=lambda: bool(scaler.enabled))
+        except ValueError as exc:   # LeaseError is a ValueError
+            raise ConfigError(str(exc)) from None
+        scaler.lease = self.lease
 
     @staticmethod
     def _flow_engine(section: dict[str, Any], clock: Any) -> Any:
@@ -252,6 +269,9 @@ class Service:
             self._scaler_task = asyncio.create_task(self._run_scaler(), name="scaler")
         self._tick_tasks = [asyncio.create_task(self._every(1.0, self._evaluate), name="thresholds"),
                             asyncio.create_task(self._every(2.0, self._sample), name="trends")]
+        if self.lease is not None:
+            self._lease_task = asyncio.create_task(self.lease.run(self.stop_event), name="lease")
+
 
     async def _every(self, interval: float, fn: Any) -> None:
         """Run ``await fn()`` every ``interval`` seconds until stopped; errors are logged, not fatal."""
@@ -311,6 +331,14 @@ class Service:
             except Exception:  # noqa: BLE001
                 log.exception("scaler task failed while stopping")
             self._scaler_task = None
+        if self._lease_task is not None:   # it releases the lease on its way out
+            try:
+                await asyncio.wait_for(self._lease_task, 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._lease_task.cancel()
+            except Exception:  # noqa: BLE001
+                log.exception("lease task failed while stopping")
+            self._lease_task = None
         if self.api is not None:
             await self.api.stop()
         await asyncio.to_thread(shutdown_offload)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fastflow.scaler.lease import Lease
 from fastflow.scaler.policy import (
     Decision,
     History,
@@ -151,8 +152,10 @@ class Scaler:
     def __init__(self, policies: Sequence[Policy], metrics: MetricsSource, *,
                  enabled: bool = False, token: str = "", dry_run: bool = False,
                  state_file: Path | None = None, docker_host: str | None = None,
-                 tls_dir: str | None = None, swarm: Swarm | None = None) -> None:
+                 tls_dir: str | None = None, swarm: Swarm | None = None,
+                 lease: Lease | None = None) -> None:
         self.metrics = metrics
+        self.lease = lease      # HA (docs/ha.md): decide and write only while it is held
         self.enabled = bool(enabled)
         self.token = token or ""
         self.dry_run = bool(dry_run)
@@ -277,7 +280,8 @@ class Scaler:
 
     def state(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "dry_run": self.dry_run,
-                "services": {n: s.to_dict() for n, s in self.services.items()}}
+                "services": {n: s.to_dict() for n, s in self.services.items()},
+                "lease": self.lease.holder() if self.lease is not None else None}
 
     # ------------------------------------------------------------------------------ the loop
     async def run(self, stop: asyncio.Event) -> None:
@@ -350,8 +354,10 @@ class Scaler:
         except SwarmError as exc:
             self._note(st, f"docker error: {exc}", logging.WARNING)
             return None
-        telemetry = gather_telemetry(self.metrics, pol, tasks)
         now = time.monotonic()
+        if not self._lease_held(st, now):
+            return None
+        telemetry = gather_telemetry(self.metrics, pol, tasks)
         assert st.current is not None
         d = decide(pol, st.current, telemetry, now, st.history)
         st.decision = d
@@ -363,6 +369,8 @@ class Scaler:
             log.info("%s would set replicas=%d (dry run): %s", name, d.desired, d.reason)
             st.status = f"dry run: would set replicas={d.desired}"
             self._event(name, d, dry_run=True)
+            return d
+        if not self._lease_held(st, now):     # lost while deciding: the new holder decides anew
             return d
         try:
             await self._call(lambda: swarm.set_replicas(name, d.desired, expect_current=d.current))
@@ -376,6 +384,16 @@ class Scaler:
         log.info("%s set replicas=%d", name, d.desired)
         self._event(name, d, dry_run=False)
         return d
+
+    def _lease_held(self, st: ServiceState, now: float) -> bool:
+        """HA gate: a standby keeps no policy history (nothing stale to replay when it takes over;
+        cool-downs count from the takeover) and says who acts."""
+        if self.lease is None or self.lease.is_held():
+            return True
+        st.history = History(last_change=now)
+        st.decision, st.desired = None, None
+        self._note(st, f"standby: lease held by {self.lease.holder().get('holder') or 'nobody'}")
+        return False
 
     def _event(self, name: str, d: Decision, dry_run: bool) -> None:
         self.events.append({"time": time.time(), "service": name, "from": d.current,

@@ -289,6 +289,20 @@
   /* Live updates: server-sent events from /dashboard/stream. The server keeps each service's
    * trend (replicas, mean CPU, bytes, per-container CPU), so a page opened late starts with the
    * history ("history" event) and then gets one "sample" event per point. */
+  // HA (docs/ha.md): which instance scales; absent when this instance runs alone
+  function renderLease(lease) {
+    const badge = $("scaler-lease");
+    if (!badge) return;
+    if (!lease || typeof lease !== "object") { badge.hidden = true; return; }
+    badge.hidden = false;
+    badge.classList.toggle("on", !!lease.held);
+    const who = lease.holder_node || lease.holder;
+    badge.textContent = lease.held ? "this instance scales (lease holder)"
+      : who ? "standby: " + String(who) + " scales" : "standby: no lease holder yet";
+    badge.title = "lease " + String(lease.mode) + ": holder " + String(lease.holder || "none") +
+      (lease.error ? "; error: " + String(lease.error) : "");
+  }
+
   function applyScaler(sc, events) {
     const master = $("scaler-master");
     if (!sc || typeof sc !== "object" || !sc.services) {
@@ -299,6 +313,7 @@
     master.textContent = sc.enabled ? "scaler running" : "scaler off (master switch)";
     master.classList.toggle("on", !!sc.enabled);
     if (sc.dry_run) master.textContent += ", dry run";
+    renderLease(sc.lease);
     const services = sc.services || {};
     const names = Object.keys(services);
     $("scaler-message").textContent = names.length ? "" : "no managed services configured";
