@@ -88,6 +88,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     scaler: dict[str, Any] = field(default_factory=dict)   # owned by fastflow.scaler.controller
     flows: dict[str, Any] = field(default_factory=dict)    # owned by fastflow.collector.flows
+    scripts: dict[str, Any] = field(default_factory=dict)  # owned by fastflow.scripts
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"     # where the file part came from (for messages)
 
@@ -106,6 +107,7 @@ class Config:
             "api": dataclasses.asdict(self.api),
             "scaler": dict(self.scaler),
             "flows": dict(self.flows),
+            "scripts": dict(self.scripts),
             "log": dataclasses.asdict(self.log),
         }
         for sec in ("api", "scaler"):
@@ -120,7 +122,7 @@ _TYPED: dict[str, type] = {
     "api": ApiConfig,
     "log": LogConfig,
 }
-_PASSTHROUGH = ("scaler", "flows")
+_PASSTHROUGH = ("scaler", "flows", "scripts")
 SECTIONS = tuple(_TYPED) + _PASSTHROUGH
 
 # field name -> "int" | "float" | "bool" | "str" | "float?" (float or None)

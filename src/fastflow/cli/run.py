@@ -34,6 +34,7 @@ from fastflow.web.api import ApiServer, core_routes
 from fastflow.web.flows import flow_routes
 from fastflow.web.http import Route
 from fastflow.web.scaler import scaler_routes
+from fastflow.web.scripts import script_routes
 
 __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 
@@ -104,6 +105,7 @@ class Service:
         self.agentstats: Any = None
         self.flows: Any = None
         self.scaler: Any = None
+        self.scripts: Any = None          # fastflow.scripts.ScriptHost when [scripts] files
         self.ingest: Any = None
         self.api: ApiServer | None = None
         self._scaler_task: asyncio.Task[None] | None = None
@@ -145,6 +147,16 @@ class Service:
                 self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
+        if cfg.scripts.get("files"):
+            from fastflow import scripts
+
+            try:
+                self.scripts = scripts.from_config(
+                    cfg.scripts, metrics=self.metrics, agentstats=self.agentstats,
+                    flows=self.flows, lock=self.pipeline.lock,
+                    docker_host=cfg.scaler.get("docker_host"), token=cfg.api.token or None)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     @staticmethod
     def _flow_engine(section: dict[str, Any], clock: Any) -> Any:
@@ -170,6 +182,8 @@ class Service:
             routes += flow_routes(self.flows)
         if self.scaler is not None:
             routes += scaler_routes(self.scaler)
+        if self.scripts is not None:
+            routes += script_routes(self.scripts)
         return routes
 
     def ingest_stats(self) -> dict[str, Any]:
@@ -229,6 +243,10 @@ class Service:
             log.debug("no dashboard files in %s", STATIC_DIR)
         if self.scaler is not None:
             self._scaler_task = asyncio.create_task(self._run_scaler(), name="scaler")
+        if self.scripts is not None:
+            # threshold events reach scripts through the service's Thresholds (when it has one)
+            self.scripts.api.thresholds = getattr(self, "thresholds", None)
+            self.scripts.start()
 
     async def _run_scaler(self) -> None:
         assert self.stop_event is not None and self.scaler is not None
@@ -251,6 +269,8 @@ class Service:
             except Exception:  # noqa: BLE001
                 log.exception("scaler task failed while stopping")
             self._scaler_task = None
+        if self.scripts is not None:
+            await asyncio.to_thread(self.scripts.stop)
         if self.api is not None:
             await self.api.stop()
         if self.ingest is not None and self._ingest_started:
@@ -290,6 +310,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-bind", metavar="ADDR",
                         help="address for the REST API (default 127.0.0.1)")
     parser.add_argument("--no-scaler", action="store_true", help="do not run the scaler")
+    parser.add_argument("--script", action="append", metavar="FILE", default=None,
+                        help="run an sFlow-RT JavaScript file (repeatable; added to [scripts] "
+                             "files; needs the fastflow[scripts] extra)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
                         help="log level (default: [log] level)")
 
@@ -303,7 +326,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "api.bind": getattr(args, "http_bind", None),
         "log.level": getattr(args, "log_level", None),
     }
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    extra = getattr(args, "script", None) or []
+    if extra:
+        files = cfg.scripts.get("files", [])
+        cfg.scripts["files"] = ([files] if isinstance(files, str) else list(files)) + list(extra)
+    return cfg
 
 
 def _setup_logging(level: str, verbose: int) -> None:
