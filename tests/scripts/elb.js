@@ -14,8 +14,8 @@ var service = 'apache';
 
 var replicas_min = 1;
 var replicas_max = 3;
-var util_min = 10;
-var util_max = 40;
+var util_min = 5;
+var util_max = 25;
 var bytes_min = 1000000000000;
 var bytes_max = 2000000000000;
 var enabled = false;

@@ -8,6 +8,7 @@ docs/scripts.md.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -28,9 +29,9 @@ SECTION_KEYS = {"files", "http_allow", "call_timeout", "memory_mb", "max_pending
 
 def available() -> str | None:
     """None when the JavaScript engine is installed, else how to get it."""
-    try:
-        import quickjs  # noqa: F401
-    except ImportError:
+    # find_spec, not import: importing quickjs starts a (non-daemon) thread pool in this process,
+    # and only the workers need the engine
+    if importlib.util.find_spec("quickjs") is None:
         return "the JavaScript engine is missing: pip install 'fastflow[scripts]' (quickjs-ng)"
     return None
 

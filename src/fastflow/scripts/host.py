@@ -173,8 +173,8 @@ class Script:
             self.started.set()
             return
         self.state = "running"
-        self.started.set()
         log.info("%s started", self.name)
+        self.started.set()
         next_due = time.monotonic() + (self.interval or 0.0)
         while True:
             timeout = None
