@@ -506,3 +506,42 @@ def test_service_config_error_for_missing_script(tmp_path: Path) -> None:
     cfg.scripts["files"] = [str(tmp_path / "missing.js")]
     with pytest.raises(ConfigError, match="no such file"):
         Service(cfg, scaler=False)
+
+
+def test_service_runs_scripts_and_serves_their_routes(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """``fastflow run`` wiring in-process: the host is built, started, routed and stopped."""
+    import asyncio
+
+    from fastflow.cli.run import Service
+
+    caplog.set_level(logging.INFO)
+    js = tmp_path / "svc.js"
+    js.write_text("var hits = 0; setHttpHandler(function(req) { hits++; "
+                  "return {hits: hits, agents: agents(), m: metric('ALL', 'max:load_one')}; });")
+    cfg = load_config(overrides={"collector.port": 0, "collector.bind": "127.0.0.1",
+                                 "api.port": 0}, env={})
+    cfg.scripts.update({"files": [str(js)], "state_dir": str(tmp_path / "state")})
+    svc = Service(cfg, scaler=False)
+
+    async def run() -> tuple[Any, ...]:
+        await svc.start()
+        try:
+            assert svc.scripts is not None
+            await asyncio.to_thread(svc.scripts.wait_started, 30)
+            port = svc.http_port
+            assert port is not None
+            one = await asyncio.to_thread(http_json, port, "GET", "/script/svc.js/json")
+            two = await asyncio.to_thread(http_json, port, "POST", "/script/svc.js/json", {})
+            listing = await asyncio.to_thread(http_json, port, "GET", "/scripts/json")
+            return one, two, listing
+        finally:
+            await svc.stop()
+
+    one, two, listing = asyncio.run(run())
+    assert one[0] == 200 and one[1]["hits"] == 1 and one[1]["agents"] == {}
+    assert one[1]["m"][0]["metricName"] == "max:load_one"
+    assert two == (200, {"hits": 2, "agents": {}, "m": one[1]["m"]})
+    assert listing[1][0]["name"] == "svc.js" and listing[1][0]["state"] == "running"
+    assert "svc.js started" in [r.getMessage() for r in caplog.records]
+    assert not [t for t in threading.enumerate() if t.name.startswith("script-") and t.is_alive()]
