@@ -1,6 +1,6 @@
 """One sFlow-RT script in its own process: a QuickJS context driven over stdin/stdout.
 
-Run by :class:`fastflow.scripts.host.Script` as ``python -I _worker.py`` (a file, not a module: it
+Run by :class:`fastflow.scripts.host.Script` as ``python -P _worker.py`` (a file, not a module: it
 imports nothing from fastflow, only ``quickjs`` from the ``fastflow[scripts]`` extra). The parent
 can kill this process at any moment, which is how a script stuck in a loop is stopped; the QuickJS
 memory limit (and RLIMIT_AS) bound what a runaway allocation can take.

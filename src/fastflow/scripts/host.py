@@ -148,6 +148,9 @@ class Script:
             self._kill()
             self.started.set()
             self._fail_pending()
+            remove = getattr(self.api.thresholds, "remove_listener", None)
+            if self._event_listener and remove is not None:
+                remove(self.on_event)
 
     def _run(self) -> None:
         try:
@@ -158,7 +161,7 @@ class Script:
             return
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(WORKER)], stdin=subprocess.PIPE,
+                [sys.executable, "-P", str(WORKER)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
         except OSError as exc:
             self.state, self.reason = "failed", f"cannot start a worker: {exc}"
