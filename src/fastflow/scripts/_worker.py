@@ -19,6 +19,7 @@ function and waits for the answer), then ``{"op": "done", "result": {...}}`` or 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sys
 from typing import Any
@@ -96,8 +97,15 @@ class _Pipe:
         return msg
 
 
+_PRELUDE_FUNCS = set(re.findall(r"function (\w+)\(", PRELUDE))
+
+
 def _error_text(exc: BaseException, name: str) -> str:
-    text = str(exc).strip().replace("\nundefined", "").replace("<input>", name)
+    """The JS error with its stack, frames of the prelude left out, ``<input>`` named."""
+    lines = str(exc).strip().replace("\nundefined", "").splitlines()
+    keep = [ln for ln in lines
+            if not (m := re.match(r"\s+at (\S+) \(", ln)) or m.group(1) not in _PRELUDE_FUNCS]
+    text = "\n".join(keep).replace("<input>", name)
     return text or type(exc).__name__
 
 
