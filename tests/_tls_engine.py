@@ -4,7 +4,8 @@
 the host network namespace with its own data root, exec root, pid file and unix socket, listening on
 ``tcp://127.0.0.1:2376`` with ``--tlsverify`` (``--bridge=none --iptables=false``: it leaves the
 host's firewall alone), inits a swarm on 127.0.0.1:2477 (data path port 4790: the main engine uses
-2377/4789), imports the offline busybox image, and tears all of it down again (swarm leave, engine
+2377/4789), imports the offline busybox image (built from the static busybox as .ci/docker-up.sh
+does), and tears all of it down again (swarm leave, engine
 stopped by its pid, mounts under its roots unmounted, directories removed).
 
 The client side (what a script's ``http2({certs})`` or the scaler's ``tls_dir`` uses) is
@@ -129,16 +130,30 @@ class TlsEngine:
         self._import_image()
 
     def _import_image(self) -> None:
-        # the main engine already holds the offline image: save it from there, load it here
-        main_env = dict(os.environ)
-        main_env.pop("DOCKER_HOST", None)
-        save = _run(["docker", "save", IMAGE], timeout=120, env=main_env)
-        if save.returncode != 0:
-            raise RuntimeError(f"docker save {IMAGE} (main engine) failed: "
-                               f"{save.stderr.decode(errors='replace')}")
-        p = self.docker("load", timeout=120, input=save.stdout)
+        """``fastflow-busybox:latest`` from the static busybox, as .ci/docker-up.sh builds it (no
+        registry, and no dependence on the main engine)."""
+        busybox = next((b for b in ("/bin/busybox", "/usr/bin/busybox")
+                        if os.access(b, os.X_OK)), None)
+        if busybox is None:
+            raise RuntimeError("no busybox to build the test image from (apt-get install "
+                               "busybox-static)")
+        rootfs = self.root / "rootfs"
+        for d in ("bin", "tmp", "etc", "proc", "sys", "dev", "www", "ctl"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        shutil.copy(busybox, rootfs / "bin" / "busybox")
+        applets = _run([busybox, "--list"]).stdout.decode().split()
+        for applet in applets:
+            if applet != "busybox":
+                (rootfs / "bin" / applet).symlink_to("busybox")
+        (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+        (rootfs / "etc" / "group").write_text("root:x:0:\n")
+        tar = _run(["tar", "-C", str(rootfs), "-c", "."], timeout=60)
+        if tar.returncode != 0:
+            raise RuntimeError(f"tar of the rootfs failed: {tar.stderr.decode(errors='replace')}")
+        p = self.docker("import", "-c", "ENV PATH=/bin", "-c", 'CMD ["/bin/sh"]', "-", IMAGE,
+                        timeout=120, input=tar.stdout)
         if p.returncode != 0:
-            raise RuntimeError(f"docker load failed: {p.stderr.decode(errors='replace')}")
+            raise RuntimeError(f"docker import failed: {p.stderr.decode(errors='replace')}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
