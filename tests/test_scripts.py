@@ -104,7 +104,10 @@ def test_log_functions_levels(hosts: Hosts, caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.DEBUG)
     hosts({"log.js": "logInfo('i'); logWarning('w'); logSevere('s'); logFine('f'); logInfo(42);"})
     got = [(r.levelname, r.getMessage()) for r in records(caplog, "fastflow.script.log.js")]
-    assert got == [("INFO", "i"), ("WARNING", "w"), ("ERROR", "s"), ("DEBUG", "f"), ("INFO", "42")]
+    # sFlow-RT's level names: "SEVERE: s" shows wherever ERROR does, "FINE: f" only at debug
+    assert got == [("INFO", "i"), ("WARNING", "w"), ("SEVERE", "s"), ("FINE", "f"), ("INFO", "42")]
+    levels = {r.getMessage(): r.levelno for r in records(caplog, "fastflow.script.log.js")}
+    assert levels["s"] > logging.ERROR and logging.DEBUG < levels["f"] < logging.INFO
 
 
 def test_broken_scripts_are_stopped_not_the_others(hosts: Hosts,
@@ -130,10 +133,8 @@ def test_infinite_loop_and_runaway_allocation_stop_the_script(hosts: Hosts) -> N
                        "setHttpHandler(function(req) { return n; });",
     }, call_timeout=1.0, memory=16 << 20)
     with ServerThread(script_routes(host)) as srv:
-        t0 = time.monotonic()
         status, body = http_json(srv.port, "GET", "/script/loop.js/json")
         assert status == 500 and "longer than 1 s" in body["error"]
-        assert time.monotonic() - t0 < 15
         assert host.get("loop.js").state == "stopped"               # type: ignore[union-attr]
         status, body = http_json(srv.port, "GET", "/script/loop.js/json")
         assert status == 503
@@ -158,6 +159,23 @@ def test_exception_in_handler_is_logged_and_script_keeps_running(
     errs = [r for r in caplog.records if "TypeError" in r.getMessage()]
     assert len(errs) == 1            # the same error repeated is logged once a minute, not 10/s
     assert host.get("e.js").state == "running"                      # type: ignore[union-attr]
+
+
+def test_a_busy_script_does_not_block_the_event_loop(hosts: Hosts) -> None:
+    """While one script's handler runs, the server answers other requests."""
+    host = hosts({"slow.js": "setHttpHandler(function(req) { var end = Date.now() + 3000; "
+                             "while (Date.now() < end) {} return 'done'; });"}, call_timeout=20)
+    with ServerThread(script_routes(host)) as srv:
+        out: list[Any] = []
+        t = threading.Thread(target=lambda: out.append(
+            http_json(srv.port, "GET", "/script/slow.js/json")))
+        t.start()
+        assert wait_for(lambda: host.get("slow.js").calls >= 1, 10)    # type: ignore[union-attr]
+        status, listing = http_json(srv.port, "GET", "/scripts/json")
+        assert status == 200 and listing[0]["name"] == "slow.js"
+        assert t.is_alive() and not out          # answered while the slow handler still runs
+        t.join(30)
+    assert out == [(200, "done")]
 
 
 # ------------------------------------------------------------------------ setIntervalHandler

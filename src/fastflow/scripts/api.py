@@ -15,7 +15,7 @@ snapshot.
 | ``setFlow(name, spec)`` / ``clearFlow(name)`` | ``FlowEngine.define`` / ``delete`` |
 | ``setThreshold(name, spec)`` / ``clearThreshold(name)`` | ``Thresholds.set`` / ``delete`` |
 | ``http(url, op, type, body, user, pw)`` / ``http2({...})`` | :mod:`fastflow.scripts.fetch` |
-| ``logInfo/logWarning/logSevere/logFine(msg)`` | logger ``fastflow.script.<file>`` |
+| ``logInfo/logWarning/logSevere/logFine(msg)`` | logger ``fastflow.script.<file>`` (INFO, WARNING, SEVERE, FINE) |
 | ``storeGet(key)`` / ``storeSet(key, value)`` | a JSON file per script under the state directory |
 | ``getSystemProperty(name)`` | ``[scripts] properties`` |
 """
@@ -38,6 +38,12 @@ if TYPE_CHECKING:
     from fastflow.scripts.host import Script
 
 MAX_STORE_BYTES = 1 << 20
+# sFlow-RT's log levels (java.util.logging): SEVERE and FINE, between Python's own so that level
+# filters behave (SEVERE shows wherever ERROR does, FINE only at debug), printed by their names
+SEVERE = logging.ERROR + 1
+FINE = logging.DEBUG + 5
+logging.addLevelName(SEVERE, "SEVERE")
+logging.addLevelName(FINE, "FINE")
 
 
 class ApiError(Exception):
@@ -141,7 +147,7 @@ class ScriptApi:
             "storeGet": self.store_get, "storeSet": self.store_set,
             "getSystemProperty": self.get_system_property,
             "logInfo": self._log(logging.INFO), "logWarning": self._log(logging.WARNING),
-            "logSevere": self._log(logging.ERROR), "logFine": self._log(logging.DEBUG),
+            "logSevere": self._log(SEVERE), "logFine": self._log(FINE),
         }
 
     def call(self, script: Script, fn: str, args: Sequence[Any]) -> Any:
