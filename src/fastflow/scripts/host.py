@@ -108,7 +108,7 @@ class Script:
 
     def submit(self, kind: str, arg: Any) -> concurrent.futures.Future[Any]:
         """Queue a call (``"http"``, ``"event"``); its future holds the handler's result."""
-        if self.state not in ("starting", "running"):
+        if self.state not in ("new", "starting", "running"):      # queued until loaded
             raise ScriptUnavailable(f"script {self.name} is {self.state}"
                                     + (f": {self.reason}" if self.reason else ""))
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
