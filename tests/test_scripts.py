@@ -127,11 +127,13 @@ def test_broken_scripts_are_stopped_not_the_others(hosts: Hosts,
 def test_infinite_loop_and_runaway_allocation_stop_the_script(hosts: Hosts) -> None:
     host = hosts({
         "loop.js": "setHttpHandler(function(req) { while (true) {} });",
-        "alloc.js": "setHttpHandler(function(req) { var a = []; "
-                    "while (true) a.push(new Array(100000).fill(1)); });",
         "interval.js": "var n = 0; setIntervalHandler(function() { n++; }, 0.1);"
                        "setHttpHandler(function(req) { return n; });",
-    }, call_timeout=1.0, memory=16 << 20)
+    }, call_timeout=1.0)
+    mem = hosts({"alloc.js": "setHttpHandler(function(req) { var a = []; "
+                             "while (true) a.push(new Array(100000).fill(1)); });"},
+                call_timeout=60.0, memory=16 << 20)
+    host.scripts.update(mem.scripts)        # one route table for both hosts' scripts
     with ServerThread(script_routes(host)) as srv:
         status, body = http_json(srv.port, "GET", "/script/loop.js/json")
         assert status == 500 and "longer than 1 s" in body["error"]
