@@ -23,11 +23,13 @@ ALLOWED: dict[str, set[str]] = {
     WIRE: {WIRE},
     "collector": {WIRE, "collector"},
     "scaler": {WIRE, "collector", "scaler"},
-    "web": {WIRE, "collector", "scaler", "web"},
+    # the script host runs sFlow-RT JavaScript over the collector's engines (scaler.swarm allowed)
+    "scripts": {WIRE, "collector", "scaler", "scripts"},
+    "web": {WIRE, "collector", "scaler", "scripts", "web"},
     # traffic sources stand beside the pipeline: they speak the wire format and drive the swarm
     # client (simulate --docker), but know nothing of the doors
     "sources": {WIRE, "collector", "scaler", "sources"},
-    "cli": {WIRE, "collector", "scaler", "web", "sources", "cli"},
+    "cli": {WIRE, "collector", "scaler", "scripts", "web", "sources", "cli"},
 }
 # composed entry points that assemble the whole service on purpose
 DOORS = {"fastflow.__main__": "cli", "fastflow.sources.demo": "cli"}

@@ -96,6 +96,7 @@ class Config:
     scaler: dict[str, Any] = field(default_factory=dict)   # owned by fastflow.scaler.controller
     flows: dict[str, Any] = field(default_factory=dict)    # owned by fastflow.collector.flows
     ha: dict[str, Any] = field(default_factory=dict)       # owned by fastflow.scaler.lease
+    scripts: dict[str, Any] = field(default_factory=dict)  # owned by fastflow.scripts
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"     # where the file part came from (for messages)
 
@@ -115,6 +116,7 @@ class Config:
             "scaler": dict(self.scaler),
             "flows": dict(self.flows),
             "ha": dict(self.ha),
+            "scripts": dict(self.scripts),
             "log": dataclasses.asdict(self.log),
         }
         for sec in ("api", "scaler"):
@@ -129,7 +131,7 @@ _TYPED: dict[str, type] = {
     "api": ApiConfig,
     "log": LogConfig,
 }
-_PASSTHROUGH = ("scaler", "flows", "ha")
+_PASSTHROUGH = ("scaler", "flows", "ha", "scripts")
 SECTIONS = tuple(_TYPED) + _PASSTHROUGH
 
 # field name -> "int" | "float" | "bool" | "str" | "float?" (float or None)

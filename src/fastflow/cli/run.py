@@ -35,6 +35,7 @@ from fastflow.web.flows import flow_routes
 from fastflow.web.http import Route
 from fastflow.web.scaler import scaler_routes
 from fastflow.web.trends import Trends, trend_routes
+from fastflow.web.scripts import script_routes
 
 __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 
@@ -104,6 +105,7 @@ class Service:
         self.agentstats: Any = None
         self.flows: Any = None
         self.scaler: Any = None
+        self.scripts: Any = None          # fastflow.scripts.ScriptHost when [scripts] files
         self.ingest: Any = None
         self.api: ApiServer | None = None
         self.thresholds: Any = None
@@ -154,6 +156,16 @@ class Service:
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
             self._build_lease(section)
+        if cfg.scripts.get("files"):
+            from fastflow import scripts
+
+            try:
+                self.scripts = scripts.from_config(
+                    cfg.scripts, metrics=self.metrics, agentstats=self.agentstats,
+                    flows=self.flows, lock=self.pipeline.lock,
+                    docker_host=cfg.scaler.get("docker_host"), token=cfg.api.token or None)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def _build_lease(self, scaler_section: dict[str, Any]) -> None:
         """[ha]: several instances, one scaler acting (docs/ha.md); None when off."""
@@ -205,6 +217,8 @@ class Service:
                 if r.method == "GET" and not r.mutates_on:
                     r.mutates_on = ("state",)
                 routes.append(r)
+        if self.scripts is not None:
+            routes += script_routes(self.scripts)
         return routes
 
     def ingest_stats(self) -> dict[str, Any]:
@@ -271,7 +285,10 @@ class Service:
                             asyncio.create_task(self._every(2.0, self._sample), name="trends")]
         if self.lease is not None:
             self._lease_task = asyncio.create_task(self.lease.run(self.stop_event), name="lease")
-
+        if self.scripts is not None:
+            # threshold events reach scripts through the service's Thresholds (when it has one)
+            self.scripts.api.thresholds = getattr(self, "thresholds", None)
+            self.scripts.start()
 
     async def _every(self, interval: float, fn: Any) -> None:
         """Run ``await fn()`` every ``interval`` seconds until stopped; errors are logged, not fatal."""
@@ -339,6 +356,8 @@ class Service:
             except Exception:  # noqa: BLE001
                 log.exception("lease task failed while stopping")
             self._lease_task = None
+        if self.scripts is not None:
+            await asyncio.to_thread(self.scripts.stop)
         if self.api is not None:
             await self.api.stop()
         await asyncio.to_thread(shutdown_offload)
@@ -379,6 +398,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-bind", metavar="ADDR",
                         help="address for the REST API (default 127.0.0.1)")
     parser.add_argument("--no-scaler", action="store_true", help="do not run the scaler")
+    parser.add_argument("--script", action="append", metavar="FILE", default=None,
+                        help="run an sFlow-RT JavaScript file (repeatable; added to [scripts] "
+                             "files; needs the fastflow[scripts] extra)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
                         help="log level (default: [log] level)")
 
@@ -392,7 +414,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "api.bind": getattr(args, "http_bind", None),
         "log.level": getattr(args, "log_level", None),
     }
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    extra = getattr(args, "script", None) or []
+    if extra:
+        files = cfg.scripts.get("files", [])
+        cfg.scripts["files"] = ([files] if isinstance(files, str) else list(files)) + list(extra)
+    return cfg
 
 
 def _setup_logging(level: str, verbose: int) -> None:

@@ -66,14 +66,41 @@ def connect(docker_host: str | None = None, tls_dir: str | os.PathLike[str] | No
             ca_cert=str(files["ca.pem"]), verify=True)
     try:
         if docker_host:
-            return docker.DockerClient(base_url=docker_host, **kwargs)
+            return _client(docker, docker_host, kwargs)
         env = docker.from_env(timeout=timeout)
         if tls_dir:
-            return docker.DockerClient(base_url=env.api.base_url.replace("https://", "tcp://")
-                                       .replace("http://", "tcp://"), **kwargs)
+            return _client(docker, env.api.base_url.replace("https://", "tcp://")
+                           .replace("http://", "tcp://"), kwargs)
         return env
     except docker.errors.DockerException as exc:
         raise SwarmError(f"cannot connect to the Docker engine: {exc}") from None
+
+
+def _client(docker: Any, base_url: str, kwargs: dict[str, Any]) -> Any:
+    """A DockerClient that verifies TLS against ``tls_dir``'s ca.pem, whatever the environment.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's own CA (its
+    ``trust_env``), so with those set (common on Debian, in containers) the engine's test-CA
+    certificate failed verification: the client's session must not read the environment. The
+    API version is asked first with such a session, then the client is built with it.
+    """
+    if "tls" not in kwargs:
+        return docker.DockerClient(base_url=base_url, **kwargs)
+    probe = docker.APIClient(base_url=base_url, version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+                             **kwargs)
+    probe.trust_env = False
+    try:
+        version = probe.version(api_version=False)["ApiVersion"]
+    except docker.errors.DockerException:
+        raise
+    except Exception as exc:       # requests' SSLError, ConnectionError, ...
+        raise docker.errors.DockerException(
+            f"Error while fetching server API version: {exc}") from None
+    finally:
+        probe.close()
+    client = docker.DockerClient(base_url=base_url, version=version, **kwargs)
+    client.api.trust_env = False
+    return client
 
 
 def _explain(exc: BaseException) -> str:

@@ -1,0 +1,289 @@
+"""The sFlow-RT JavaScript API functions, served in Python for the scripts (sflow-rt.com/reference.php).
+
+Each function takes the script and the JSON-decoded arguments the script passed and returns a JSON
+value, or raises :class:`ApiError` (the script sees an ``Error`` it can catch). They run on the
+script's own thread (never the event loop); engine reads take the collector's lock only for the
+snapshot.
+
+| JavaScript | fastflow |
+|---|---|
+| ``metric(agent, metrics, filter)`` | ``Metrics.query`` (sFlow-RT ``/metric/{agent}/{metric}/json``) |
+| ``table(agent, metrics, filter)`` | ``Metrics.table`` |
+| ``dump(agent, metrics, filter)`` | ``Metrics.dump`` |
+| ``agents([selected])`` | ``AgentStats.snapshot`` |
+| ``activeFlows(agent, name, maxFlows, minValue, aggMode)`` | ``FlowEngine.active_flows`` |
+| ``setFlow(name, spec)`` / ``clearFlow(name)`` | ``FlowEngine.define`` / ``delete`` |
+| ``setThreshold(name, spec)`` / ``clearThreshold(name)`` | ``Thresholds.set`` / ``delete`` |
+| ``http(url, op, type, body, user, pw)`` / ``http2({...})`` | :mod:`fastflow.scripts.fetch` |
+| ``logInfo/logWarning/logSevere/logFine(msg)`` | logger ``fastflow.script.<file>`` (INFO, WARNING, SEVERE, FINE) |
+| ``storeGet(key)`` / ``storeSet(key, value)`` | a JSON file per script under the state directory |
+| ``getSystemProperty(name)`` | ``[scripts] properties`` |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastflow.scripts import fetch
+
+if TYPE_CHECKING:
+    from fastflow.scripts.host import Script
+
+MAX_STORE_BYTES = 1 << 20
+# sFlow-RT's log levels (java.util.logging): SEVERE and FINE, between Python's own so that level
+# filters behave (SEVERE shows wherever ERROR does, FINE only at debug), printed by their names
+SEVERE = logging.ERROR + 1
+FINE = logging.DEBUG + 5
+logging.addLevelName(SEVERE, "SEVERE")
+logging.addLevelName(FINE, "FINE")
+
+
+class ApiError(Exception):
+    """A bad call from a script: the script gets an exception with this message."""
+
+
+def _agents_arg(agent: Any) -> str:
+    if agent is None:
+        return "ALL"
+    if isinstance(agent, list | tuple):
+        return ";".join(str(a) for a in agent) or "ALL"
+    return str(agent)
+
+
+def _metrics_arg(metrics: Any) -> str | list[str]:
+    if isinstance(metrics, list | tuple):
+        return [str(m) for m in metrics]
+    if not isinstance(metrics, str) or not metrics:
+        raise ApiError("metrics must be a string such as 'avg:vir_cpu_utilization' or an array")
+    return metrics
+
+
+def _filter_arg(flt: Any) -> dict[str, list[str]] | None:
+    """sFlow-RT filter object: metric name -> value or array of values (globs)."""
+    if flt is None:
+        return None
+    if not isinstance(flt, dict):
+        raise ApiError("filter must be an object such as {'vir_host_name': ['apache\\\\.*']}")
+    out: dict[str, list[str]] = {}
+    for k, v in flt.items():
+        vals = v if isinstance(v, list) else [v]
+        out[str(k)] = [str(x) for x in vals if x is not None]
+    return out
+
+
+class Store:
+    """``storeGet``/``storeSet``: one JSON object per script, written through atomically."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.data: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    self.data = loaded
+            except (OSError, ValueError) as exc:
+                logging.getLogger("fastflow.scripts").warning("store %s unreadable (%s): starting "
+                                                              "empty", path, exc)
+
+    def get(self, key: str) -> Any:
+        with self.lock:
+            return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        with self.lock:
+            new = dict(self.data)
+            if value is None:
+                new.pop(key, None)
+            else:
+                new[key] = value
+            text = json.dumps(new, separators=(",", ":"))
+            if len(text) > MAX_STORE_BYTES:
+                raise ApiError(f"storeSet: the store would exceed {MAX_STORE_BYTES} bytes")
+            self.data = new
+            if self.path is None:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                raise ApiError(f"storeSet: cannot write {self.path}: {exc}") from None
+
+
+class ScriptApi:
+    """The engines a script reaches, and the functions over them (see the module docstring)."""
+
+    def __init__(self, metrics: Any, *, agentstats: Any = None, flows: Any = None,
+                 thresholds: Any = None, lock: AbstractContextManager[Any] | None = None,
+                 allow: fetch.AllowList | None = None, properties: Mapping[str, Any] | None = None,
+                 state_dir: Path | None = None, http_timeout: float = fetch.DEFAULT_TIMEOUT) -> None:
+        self.metrics = metrics
+        self.agentstats = agentstats
+        self.flows = flows
+        self.thresholds = thresholds
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else contextlib.nullcontext()
+        self.allow = allow if allow is not None else fetch.AllowList(())
+        self.properties = {str(k): str(v) for k, v in (properties or {}).items()}
+        self.state_dir = state_dir
+        self.http_timeout = http_timeout
+        self._stores: dict[str, Store] = {}
+        self._stores_lock = threading.Lock()
+        self.functions: dict[str, Callable[[Script, list[Any]], Any]] = {
+            "metric": self.metric, "table": self.table, "dump": self.dump, "agents": self.agents,
+            "activeFlows": self.active_flows, "setFlow": self.set_flow,
+            "clearFlow": self.clear_flow, "setThreshold": self.set_threshold,
+            "clearThreshold": self.clear_threshold, "http": self.http, "http2": self.http2,
+            "storeGet": self.store_get, "storeSet": self.store_set,
+            "getSystemProperty": self.get_system_property,
+            "logInfo": self._log(logging.INFO), "logWarning": self._log(logging.WARNING),
+            "logSevere": self._log(SEVERE), "logFine": self._log(FINE),
+        }
+
+    def call(self, script: Script, fn: str, args: Sequence[Any]) -> Any:
+        f = self.functions.get(fn)
+        if f is None:
+            raise ApiError(f"{fn} is not available in fastflow")
+        a = list(args) + [None] * 6
+        return f(script, a)
+
+    # -- logging ---------------------------------------------------------------------------------
+    @staticmethod
+    def _log(level: int) -> Callable[[Script, list[Any]], None]:
+        def fn(script: Script, a: list[Any]) -> None:
+            script.log.log(level, "%s", "undefined" if a[0] is None else a[0])
+        return fn
+
+    # -- metrics ---------------------------------------------------------------------------------
+    def metric(self, script: Script, a: list[Any]) -> Any:
+        return self.metrics.query(_agents_arg(a[0]), _metrics_arg(a[1]), _filter_arg(a[2]))
+
+    def table(self, script: Script, a: list[Any]) -> Any:
+        fn = getattr(self.metrics, "table", None)
+        if fn is None:
+            raise ApiError("table() needs fastflow.collector.metrics.Metrics.table")
+        with self.lock:
+            return fn(_agents_arg(a[0]), _metrics_arg(a[1]), _filter_arg(a[2]))
+
+    def dump(self, script: Script, a: list[Any]) -> Any:
+        return self.metrics.dump(_agents_arg(a[0]), _metrics_arg(a[1]), _filter_arg(a[2]))
+
+    def agents(self, script: Script, a: list[Any]) -> Any:
+        if self.agentstats is None:
+            return {}
+        with self.lock:
+            snap = self.agentstats.snapshot()
+        sel = a[0]
+        if sel is None:
+            return snap
+        want = {str(x) for x in (sel if isinstance(sel, list) else [sel])}
+        return {k: v for k, v in snap.items() if k in want}
+
+    # -- flows -----------------------------------------------------------------------------------
+    def _flows(self) -> Any:
+        if self.flows is None:
+            raise ApiError("flows are switched off ([flows] enabled = false)")
+        return self.flows
+
+    def active_flows(self, script: Script, a: list[Any]) -> Any:
+        engine = self._flows()
+        max_flows = None if a[2] is None else int(a[2])
+        min_value = 0.0 if a[3] is None else float(a[3])
+        try:
+            return engine.active_flows(_agents_arg(a[0]), str(a[1]), max_flows, min_value,
+                                       str(a[4] or "max"))
+        except KeyError:
+            return []                       # sFlow-RT: no such flow, no flows
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
+
+    def set_flow(self, script: Script, a: list[Any]) -> None:
+        engine = self._flows()
+        spec = a[1]
+        if not isinstance(spec, dict) or "keys" not in spec:
+            raise ApiError("setFlow(name, {keys, value, filter, t, n}) needs keys")
+        try:
+            engine.define(str(a[0]), spec["keys"], spec.get("value", "bytes"), spec.get("filter"),
+                          spec.get("t", 2.0), spec.get("n", 100), persistent=True)
+        except ValueError as exc:           # FilterError is a ValueError
+            raise ApiError(str(exc)) from None
+
+    def clear_flow(self, script: Script, a: list[Any]) -> None:
+        self._flows().delete(str(a[0]))
+
+    # -- thresholds ------------------------------------------------------------------------------
+    def _thresholds(self) -> Any:
+        if self.thresholds is None:
+            raise ApiError("thresholds are not available in this service")
+        return self.thresholds
+
+    def set_threshold(self, script: Script, a: list[Any]) -> None:
+        if not isinstance(a[1], dict):
+            raise ApiError("setThreshold(name, {metric, value, filter, byFlow, timeout})")
+        try:
+            self._thresholds().set(str(a[0]), a[1])
+        except ValueError as exc:           # ThresholdError is a ValueError
+            raise ApiError(str(exc)) from None
+
+    def clear_threshold(self, script: Script, a: list[Any]) -> None:
+        self._thresholds().delete(str(a[0]))
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def _certs(self, script: Script, certs: Any) -> Path | None:
+        if not certs:
+            return None
+        p = Path(str(certs)).expanduser()
+        return p if p.is_absolute() else script.path.parent / p
+
+    def http2(self, script: Script, a: list[Any]) -> Any:
+        o = a[0]
+        if not isinstance(o, dict) or "url" not in o:
+            raise ApiError("http2({url, operation|method, headers, body, certs, user, password})")
+        try:
+            return fetch.request(o["url"], o.get("operation") or o.get("method") or "GET",
+                                 o.get("headers"), o.get("body"), self._certs(script, o.get("certs")),
+                                 o.get("user"), o.get("password"), allow=self.allow,
+                                 timeout=self.http_timeout)
+        except fetch.FetchError as exc:
+            raise ApiError(str(exc)) from None
+
+    def http(self, script: Script, a: list[Any]) -> Any:
+        url, op, ctype, body, user, password = a[:6]
+        headers = {"Content-Type": str(ctype)} if ctype else None
+        try:
+            r = fetch.request(url, op or "GET", headers, body, None, user, password,
+                              allow=self.allow, timeout=self.http_timeout)
+        except fetch.FetchError as exc:
+            raise ApiError(str(exc)) from None
+        if r["status"] >= 400:
+            raise ApiError(f"{url}: HTTP {r['status']}")
+        return r["body"]
+
+    # -- store and properties ----------------------------------------------------------------------
+    def _store(self, script: Script) -> Store:
+        with self._stores_lock:
+            s = self._stores.get(script.name)
+            if s is None:
+                path = None if self.state_dir is None else \
+                    self.state_dir / "scripts" / f"{script.name}.store.json"
+                s = self._stores[script.name] = Store(path)
+            return s
+
+    def store_get(self, script: Script, a: list[Any]) -> Any:
+        return self._store(script).get(str(a[0]))
+
+    def store_set(self, script: Script, a: list[Any]) -> None:
+        self._store(script).set(str(a[0]), a[1])
+
+    def get_system_property(self, script: Script, a: list[Any]) -> Any:
+        return self.properties.get(str(a[0]))
