@@ -34,8 +34,8 @@ from fastflow.web.api import ApiServer, core_routes, offload, shutdown_offload
 from fastflow.web.flows import flow_routes
 from fastflow.web.http import Route
 from fastflow.web.scaler import scaler_routes
-from fastflow.web.trends import Trends, trend_routes
 from fastflow.web.scripts import script_routes
+from fastflow.web.trends import Trends, trend_routes
 
 __all__ = ["Service", "LockedMetrics", "add_arguments", "main", "LOG_DATEFMT"]
 
