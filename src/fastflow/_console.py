@@ -34,7 +34,7 @@ from typing import IO, Any
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED", "LOG_FORMATS",
     "CommandError", "HelpFormatter", "JsonLogFormatter", "Progress", "LOG_DATEFMT", "LOG_FORMAT",
-    "bind_error", "check_input_file", "check_output_path", "explain_send_errno", "fail",
+    "bind_error", "check_destination", "check_input_file", "check_output_path", "explain_send_errno", "fail",
     "nonneg_float", "nonneg_int", "port_number", "positive_float", "positive_int",
     "setup_logging",
 ]
@@ -164,6 +164,17 @@ def bind_error(exc: BaseException, what: str, host: str, port: int, hint: str = 
                 f"CAP_NET_BIND_SERVICE){change.replace(', or stop the program holding it', '')}")
     reason = getattr(exc, "strerror", None) or str(exc)
     return f"cannot listen for {what} on {host}:{port}: {reason}"
+
+
+def check_destination(host: str, port: int) -> str | None:
+    """Why UDP datagrams cannot be addressed to host:port (exit 2), or None when it resolves."""
+    try:
+        socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror}): give an IP address or a known host name"
+    except UnicodeError:
+        return f"{host!r} is not a valid host name"
+    return None
 
 
 def explain_send_errno(err: int, host: str, port: int) -> str:

@@ -321,6 +321,7 @@ def main(args: argparse.Namespace) -> int:
         EXIT_OK,
         EXIT_USAGE,
         Progress,
+        check_destination,
         check_input_file,
         explain_send_errno,
         fail,
@@ -330,6 +331,9 @@ def main(args: argparse.Namespace) -> int:
         dest = parse_hostport(args.to)
     except ValueError as exc:
         return fail("replay", str(exc), EXIT_USAGE)
+    problem = check_destination(*dest)
+    if problem:
+        return fail("replay", problem, EXIT_USAGE)
     path = Path(args.capture)
     problem = check_input_file(path)
     if problem:

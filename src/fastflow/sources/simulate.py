@@ -651,6 +651,7 @@ def main(args: argparse.Namespace) -> int:
         EXIT_FAILURE,
         EXIT_OK,
         EXIT_USAGE,
+        check_destination,
         check_output_path,
         explain_send_errno,
         fail,
@@ -715,6 +716,9 @@ def main(args: argparse.Namespace) -> int:
         dest = parse_hostport(args.to)
     except ValueError as exc:
         return fail("simulate", str(exc), EXIT_USAGE)
+    problem = check_destination(*dest)
+    if problem:
+        return fail("simulate", problem, EXIT_USAGE)
     try:
         sender = udp_sender(dest, args.polling / args.speed)
     except OSError as exc:
