@@ -24,7 +24,8 @@ from typing import Any
 from fastflow._console import EXIT_OK, EXIT_USAGE, fail
 from fastflow.cli.config import Config, ConfigError
 
-__all__ = ["add_arguments", "example_text", "main", "preflight", "render_toml"]
+__all__ = ["add_arguments", "describe_sources", "example_text", "main", "preflight",
+           "reload_config", "render_toml"]
 
 EXAMPLE = "config.example.toml"
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
@@ -65,6 +66,19 @@ def preflight(cfg: Config, scaler: bool = True) -> None:
         missing = [f for f in TLS_FILES if not (d / f).is_file()]
         if missing:
             raise ConfigError(f"{where}: missing {', '.join(missing)} (needs {', '.join(TLS_FILES)})")
+
+
+def describe_sources(cfg: Config) -> str:
+    """One line for the start-up log: the file, and which keys came from the environment and
+    from flags (``fastflow config show`` has every value)."""
+    env = sorted(src[4:] for src in cfg.origins.values() if src.startswith("env "))
+    flags = sorted(k for k, src in cfg.origins.items() if src == "flag")
+    parts = [f"file {cfg.source}" if cfg.source != "<defaults>" else "no file (built-in defaults)"]
+    if env:
+        parts.append("environment " + ", ".join(env))
+    if flags:
+        parts.append("flags " + ", ".join(flags))
+    return "; ".join(parts)
 
 
 def reload_config(args: argparse.Namespace, current: Config, verbose: int = 0) -> Config:

@@ -324,7 +324,7 @@ def main(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM. Exit 0 on a clean stop, 2 on a configuration error, 1 when it
     cannot start (a port in use, an address not of this host). SIGHUP reloads the configuration
     file: the [log] settings apply at once, other changes are logged as needing a restart."""
-    from fastflow.cli.configcmd import preflight, reload_config
+    from fastflow.cli.configcmd import describe_sources, preflight, reload_config
 
     verbose = int(getattr(args, "verbose", 0) or 0)
     try:
@@ -333,7 +333,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastflow run: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(logging.DEBUG if verbose else cfg.log.level, cfg.log.format)
-    log.info("fastflow %s starting (config: %s)", __version__, cfg.source)
+    log.info("fastflow %s starting (config: %s)", __version__, describe_sources(cfg))
     try:
         svc = Service(cfg, scaler=not getattr(args, "no_scaler", False))
         preflight(cfg, scaler=svc.scaler is not None)
