@@ -112,6 +112,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         d = action.default
         if (not action.option_strings or "default" in text.lower() or d is None or d is False
+                or isinstance(action, argparse._CountAction)
                 or d == [] or d is argparse.SUPPRESS or text is argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"

@@ -641,7 +641,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dest.add_argument("--pcap", metavar="FILE", help="write a capture instead of sending")
     p.add_argument("--docker", action="store_true",
                    help="replicas/containers from the real engine's running tasks of the services")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the simulated counters and task ids")
 
 
 def main(args: argparse.Namespace) -> int:
