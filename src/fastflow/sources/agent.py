@@ -920,9 +920,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collector", action="append", required=True, metavar="HOST:PORT",
                         help="where to send sFlow (repeatable; port defaults to 6343; "
                              "IPv6 as [ADDR]:PORT)")
-    from fastflow._console import positive_float
-
-    parser.add_argument("--polling", type=positive_float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--polling", type=float, default=10.0, metavar="SECONDS",
                         help="counter polling interval (default 10)")
     parser.add_argument("--agent-address", metavar="A",
                         help="agent address in the datagrams (default: the source address "
