@@ -94,7 +94,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                        help="more logging; tracebacks on unexpected errors")
         p.add_argument("--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS,
-                       help="log lines as text or JSON objects (default: text)")
+                       help="log lines as text (sFlow-RT-like) or one JSON object per line "
+                            "(default: [log] format for run, else text)")
         subparsers[name] = p  # arguments are added in main() for the chosen command only
     return parser, subparsers
 
