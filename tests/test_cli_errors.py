@@ -171,6 +171,8 @@ def test_decode_not_a_capture_directory_and_cut(home: Path, tmp_path: Path,
     assert r.returncode == 1 and "capture damaged" in one_line_error(r)
     r = cli("decode", str(capture), home=home)
     assert r.returncode == 0 and "damaged" not in r.stderr
+    r = cli("decode", str(capture), "--port", "9999", home=home)
+    assert r.returncode == 0 and "try --port 0" in r.stderr
 
 
 def test_raw_sflow_datagram_still_decodes(home: Path, tmp_path: Path, capture: Path) -> None:

@@ -205,6 +205,10 @@ def main(args: argparse.Namespace) -> int:
         status = EXIT_FAILURE
     progress.close()
     out.flush()
+    if total == 0 and skipped.get("wrong_port"):
+        print(f"fastflow decode: {path}: no datagrams to UDP port {args.port}, but "
+              f"{skipped['wrong_port']} UDP datagrams to other ports: try --port 0 (any) or "
+              "--port N", file=sys.stderr)
     damage = {k: v for k, v in skipped.items() if k in ("truncated", "corrupt")}
     if damage:
         what = ("cut short inside a record (an interrupted or partial copy?)"
