@@ -143,3 +143,24 @@ def test_missing_file() -> None:
 def test_config_error_is_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
     assert isinstance(Config(), Config)
+
+
+def test_origins_name_each_source(tmp_path: Path) -> None:
+    f = tmp_path / "f.toml"
+    f.write_text("[collector]\nport = 6400\n[flows]\nenabled = false\n")
+    c = load_config(f, env={"FASTFLOW_API_PORT": "8010", "FASTFLOW_LOG_FORMAT": "JSON"},
+                    overrides={"store.depth": 8})
+    assert c.origin("collector", "port") == f"file {f}"
+    assert c.origin("flows", "enabled") == f"file {f}"
+    assert c.origin("api", "port") == "env FASTFLOW_API_PORT"
+    assert c.origin("store", "depth") == "flag"
+    assert c.origin("collector", "batch") == "default"
+    assert c.log.format == "json"
+    rows = {(s, k): (v, src) for s, k, v, src in c.effective()}
+    assert rows[("api", "port")] == (8010, "env FASTFLOW_API_PORT")
+    assert rows[("store", "expire_after")][1].startswith("default")
+
+
+def test_log_format_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"\[log\] format: 'xml' is not one of text, json"):
+        load_config(env={"FASTFLOW_LOG_FORMAT": "xml"})

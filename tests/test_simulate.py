@@ -132,7 +132,7 @@ def test_cli_udp_loopback() -> None:
     rx = Receiver(idle=3.0)
     host, port = rx.addr
     r = subprocess.run([sys.executable, "-m", "fastflow", "simulate", "--nodes", "5", "--polling",
-                        "10", "--duration", "30", "--speed", "30", "--to", f"{host}:{port}"],
+                        "10", "--duration", "1", "--speed", "30", "--to", f"{host}:{port}"],
                        capture_output=True, text=True, timeout=120)
     got = rx.wait(15)
     assert r.returncode == 0, r.stderr

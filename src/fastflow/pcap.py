@@ -469,12 +469,13 @@ def _skipped_dict(stats: Any) -> dict[str, int]:
     return {SKIP_REASONS[i]: int(v) for i, v in enumerate(stats) if i and v}
 
 
-def iter_datagrams(path: str | os.PathLike[str], port: int | None = 6343
-                   ) -> Iterator[tuple[float, str, bytes]]:
+def iter_datagrams(path: str | os.PathLike[str], port: int | None = 6343,
+                   skipped: dict[str, int] | None = None) -> Iterator[tuple[float, str, bytes]]:
     """Stream ``(ts, source address, payload)`` for each UDP datagram to ``port`` (None: any).
 
     Reads the file incrementally (constant memory). Skipped frames are logged at DEBUG level at the
-    end; use :func:`read` to get the counts.
+    end; when ``skipped`` is given it receives the counts by reason (as :attr:`Capture.skipped`,
+    e.g. ``truncated`` for a file that ends inside a record) once the iteration is done.
     """
     p = _port_arg(port)
     stats = [0] * len(SKIP_REASONS)
@@ -486,6 +487,8 @@ def iter_datagrams(path: str | os.PathLike[str], port: int | None = 6343
                 stats[r] += 1
                 continue
             yield ts, _src_text(src, af), fr[off : off + ln]
+    if skipped is not None:
+        skipped.update(_skipped_dict(stats))
     if any(stats):
         log.debug("%s: skipped %s", path, _skipped_dict(stats))
 

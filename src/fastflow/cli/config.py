@@ -29,12 +29,14 @@ __all__ = [
     "LogConfig",
     "StoreConfig",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "load_config",
 ]
 
 ENV_PREFIX = "FASTFLOW_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -84,6 +86,7 @@ class LogConfig:
     """[log]."""
 
     level: str = "info"            # debug, info, warning, error, critical
+    format: str = "text"           # text (sFlow-RT-like lines) or json (one object per line)
 
 
 @dataclass
@@ -99,6 +102,27 @@ class Config:
     scripts: dict[str, Any] = field(default_factory=dict)  # owned by fastflow.scripts
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"     # where the file part came from (for messages)
+    # "section.key" -> where its value came from: "file PATH", "env NAME" or "flag"; keys not
+    # in here have their built-in default
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def origin(self, section: str, key: str) -> str:
+        """Where ``[section] key`` came from: "default", "file PATH", "env NAME" or "flag"."""
+        return self.origins.get(f"{section}.{key}", "default")
+
+    def effective(self) -> list[tuple[str, str, Any, str]]:
+        """``(section, key, value, source)`` for every typed key and every key given in the
+        pass-through sections ([scaler], [flows]: their other keys keep their modules' defaults).
+        Tokens are masked."""
+        data = self.to_dict()
+        out: list[tuple[str, str, Any, str]] = []
+        for sec in SECTIONS:
+            for key, value in data.get(sec, {}).items():
+                src = self.origin(sec, key)
+                if sec == "store" and key == "expire_after" and src == "default":
+                    src = "default (3 x polling_interval)"
+                out.append((sec, key, value, src))
+        return out
 
     @property
     def expire_after(self) -> float:
@@ -241,6 +265,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"[store] polling_interval: {s.polling_interval} must be > 0 and <= 86400 s")
     if s.expire_after is not None and not 0 < s.expire_after <= 7 * 86400:
         raise ConfigError(f"[store] expire_after: {s.expire_after} must be > 0 and <= 604800 s")
+    if cfg.log.format.lower() not in LOG_FORMATS:
+        raise ConfigError(f"[log] format: {cfg.log.format!r} is not one of {', '.join(LOG_FORMATS)}")
+    cfg.log.format = cfg.log.format.lower()
     if cfg.log.level.lower() not in LOG_LEVELS:
         raise ConfigError(f"[log] level: {cfg.log.level!r} is not one of {', '.join(LOG_LEVELS)}")
     cfg.log.level = cfg.log.level.lower()
@@ -273,6 +300,7 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
         # environment text is read as a TOML value ("true", "5", "[1, 2]"), else kept as text
         from_env = origin.startswith("environment")
         target[key] = _parse_passthrough(value) if isinstance(value, str) and from_env else value
+        cfg.origins[f"{section}.{key}"] = _origin_kind(origin)
         return
     obj = getattr(cfg, section)
     names = [f.name for f in dataclasses.fields(obj)]
@@ -280,6 +308,17 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
         raise ConfigError(f"unknown key {key!r} in [{section}] ({origin}){_suggest(key, names)}; "
                           f"known: {', '.join(names)}")
     setattr(obj, key, _coerce(section, key, value, origin))
+    cfg.origins[f"{section}.{key}"] = _origin_kind(origin)
+
+
+def _origin_kind(origin: str) -> str:
+    """"file" -> "file PATH" is filled in by load_config; environment NAME -> "env NAME";
+    command line ... -> "flag"."""
+    if origin.startswith("environment "):
+        return "env " + origin.split(" ", 1)[1]
+    if origin.startswith("command line"):
+        return "flag"
+    return origin
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
@@ -311,9 +350,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
                                   f"{_suggest(section, SECTIONS)}")
             if section in _PASSTHROUGH:
                 setattr(cfg, section, dict(table))
+                cfg.origins.update({f"{section}.{k}": f"file {p}" for k in table})
                 continue
             for key, value in table.items():
                 _apply(cfg, section, key, value, "file")
+                cfg.origins[f"{section}.{key}"] = f"file {p}"
     environ = os.environ if env is None else env
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):

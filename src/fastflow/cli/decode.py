@@ -6,11 +6,13 @@
 * ``--format text`` (default): sflowtool-like ``startDatagram`` / ``key value`` lines /
   ``startSample`` ... ``endSample`` / ``endDatagram``; record fields use fastflow's snake_case names.
 
-A file that is not a pcap/pcapng capture but is at most 65535 bytes is decoded as one raw datagram
-(``.bin``/``.dat`` test vectors), with a note on stderr. Rejected datagrams never stop the run; a
-summary (datagrams, rejections and error reasons by name) goes to stderr at the end.
-Exit status: 0 ok, 1 when the capture is damaged part-way, 2 for a missing/unreadable/non-capture
-file.
+A file that is not a pcap/pcapng capture but is at most 65535 bytes and starts like an sFlow v5
+datagram (version 5) is decoded as one raw datagram (``.bin``/``.dat`` test vectors), with a note on
+stderr. Rejected datagrams never stop the run; a summary (datagrams, rejections and error reasons by
+name) goes to stderr at the end. On a terminal, a progress line counts the datagrams.
+Exit status (README "Exit codes"): 0 ok; 1 when the capture is damaged part-way (cut inside a
+record, an impossible record length) or a raw datagram is rejected; 2 for a missing, unreadable,
+directory or non-capture file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from fastflow._console import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Progress, check_input_file, fail
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +120,17 @@ def _text(obj: dict[str, Any], src: str, w: IO[str]) -> None:
     w.write("\n".join(lines) + "\n")
 
 
-def _datagrams(path: Path, port: int | None) -> tuple[Iterator[tuple[float, str, bytes]], str]:
-    """(datagram iterator, kind) for a capture, or for a small raw file as one datagram."""
+SFLOW_V5 = b"\x00\x00\x00\x05"
+
+
+def _datagrams(path: Path, port: int | None, skipped: dict[str, int] | None = None
+               ) -> tuple[Iterator[tuple[float, str, bytes]], str]:
+    """(datagram iterator, kind) for a capture, or for a small raw sFlow v5 file as one datagram.
+    PcapError for anything else."""
     from fastflow.pcap import PcapError, iter_datagrams
 
     try:
-        it = iter_datagrams(path, port=port)
+        it = iter_datagrams(path, port=port, skipped=skipped)
         first = next(it)
     except StopIteration:
         return iter(()), "capture"
@@ -130,6 +139,8 @@ def _datagrams(path: Path, port: int | None) -> tuple[Iterator[tuple[float, str,
         if size > MAX_RAW_DATAGRAM:
             raise
         data = path.read_bytes()
+        if not data.startswith(SFLOW_V5):
+            raise
         return iter([(0.0, "-", data)]), "raw"
 
     def chain() -> Iterator[tuple[float, str, bytes]]:
@@ -146,29 +157,30 @@ def main(args: argparse.Namespace) -> int:
 
     log.info("decoder implementation: %s", IMPLEMENTATION)
     path = Path(args.capture)
-    if not path.is_file():
-        print(f"fastflow decode: {path}: no such file", file=sys.stderr)
-        return 2
+    problem = check_input_file(path)
+    if problem:
+        return fail("decode", problem, EXIT_USAGE)
     port = None if args.port == 0 else int(args.port)
+    skipped: dict[str, int] = {}
     try:
-        datagrams, kind = _datagrams(path, port)
+        datagrams, kind = _datagrams(path, port, skipped)
     except PcapError as e:
-        print(f"fastflow decode: {path}: not a pcap/pcapng capture and too big "
-              f"(> {MAX_RAW_DATAGRAM} bytes) to be one raw datagram ({e})", file=sys.stderr)
-        return 2
+        return fail("decode", f"{path}: not a pcap/pcapng capture, nor a raw sFlow v5 datagram "
+                    f"({e})", EXIT_USAGE)
     except OSError as e:
-        print(f"fastflow decode: {path}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        return fail("decode", f"{path}: {e.strerror or e}", EXIT_USAGE)
     if kind == "raw":
         print(f"fastflow decode: {path} is not a capture; decoding it as one raw sFlow datagram",
               file=sys.stderr)
     out = sys.stdout
     total = rejected = 0
     reasons: Counter[str] = Counter()
-    status = 0
+    status = EXIT_OK
+    progress = Progress(f"decoding {path.name}", unit="datagrams")
     try:
         for ts, src, data in datagrams:
             total += 1
+            progress.update(total)
             try:
                 obj = parse(data, ts)
             except DecodeError as e:
@@ -190,10 +202,25 @@ def main(args: argparse.Namespace) -> int:
             else:
                 _text(obj, src, out)
     except PcapError as e:
+        progress.close()
         print(f"fastflow decode: {path}: capture damaged after {total} datagrams: {e}",
               file=sys.stderr)
-        status = 1
+        status = EXIT_FAILURE
+    progress.close()
     out.flush()
+    if total == 0 and skipped.get("wrong_port"):
+        print(f"fastflow decode: {path}: no datagrams to UDP port {args.port}, but "
+              f"{skipped['wrong_port']} UDP datagrams to other ports: try --port 0 (any) or "
+              "--port N", file=sys.stderr)
+    damage = {k: v for k, v in skipped.items() if k in ("truncated", "corrupt")}
+    if damage:
+        what = ("cut short inside a record (an interrupted or partial copy?)"
+                if "truncated" in damage else "an impossible record length: reading stopped there")
+        print(f"fastflow decode: {path}: capture damaged after {total} datagrams: {what}",
+              file=sys.stderr)
+        status = EXIT_FAILURE
+    if kind == "raw" and rejected:
+        status = EXIT_FAILURE
     detail = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items()))
     print(f"fastflow decode: {total} datagrams, {rejected} rejected"
           + (f"; reasons: {detail}" if detail else ""), file=sys.stderr)

@@ -20,12 +20,21 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Series", "collect", "render", "add_arguments", "main"]
+
+from fastflow._console import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_input_file,
+    check_output_path,
+    fail,
+    positive_float,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ class Series:
     metrics: list[str] = field(default_factory=list)
     values: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     reporting: list[int] = field(default_factory=list)   # hosts reporting the first metric
+    skipped: dict[str, int] = field(default_factory=dict)  # the capture's skipped frames by reason
 
 
 def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
@@ -73,7 +83,8 @@ def collect(capture: str | Path, metrics: list[str], filters: dict[str, list[str
     store = Store(clock=clock)
     m = Metrics(store)
     pipeline = Pipeline([store], clock=clock)
-    s = Series(metrics=list(metrics), values={name: {} for name in metrics})
+    s = Series(metrics=list(metrics), values={name: {} for name in metrics},
+               skipped=dict(cap.skipped))
     # the operator's own patterns: anchored regular expressions, compiled once (trusted input;
     # the REST API reads filter values as sFlow-RT globs instead)
     compiled = {k: [re.compile(p) for p in v] for k, v in (filters or {}).items()}
@@ -164,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeatable, same metric = OR), e.g. vir_host_name=apache\\..*")
     parser.add_argument("--service", metavar="NAME",
                         help="shortcut for --filter vir_host_name=NAME\\..* (swarm task names)")
-    parser.add_argument("--step", type=float, default=5.0, metavar="S",
+    parser.add_argument("--step", type=positive_float, default=5.0, metavar="S",
                         help="seconds of capture time between points (default 5)")
     parser.add_argument("--hline", type=float, action="append", metavar="VALUE",
                         help="threshold line on the first metric's panel (repeatable)")
@@ -173,8 +184,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``fastflow plot``: 0 on success, 2 on bad input, 1 when matplotlib is missing."""
+    """Run ``fastflow plot``: 0 on success, 2 on bad input or an unwritable output path, 1 when
+    matplotlib is missing or the image cannot be written."""
     metrics = args.metric or [DEFAULT_METRIC]
+    problem = check_input_file(args.capture) or check_output_path(args.output)
+    if problem:
+        return fail("plot", problem, EXIT_USAGE)
     try:
         filters = parse_filters(args.filter)
         if args.service:
@@ -182,19 +197,24 @@ def main(args: argparse.Namespace) -> int:
         if not args.step > 0:
             raise ValueError(f"--step must be > 0, got {args.step}")
         series = collect(args.capture, metrics, filters, args.step)
-    except FileNotFoundError as exc:
-        print(f"fastflow plot: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        return fail("plot", f"{args.capture}: {exc.strerror or exc}", EXIT_USAGE)
     except ValueError as exc:   # PcapError, bad filter, unknown metric
-        print(f"fastflow plot: {exc}", file=sys.stderr)
-        return 2
+        return fail("plot", str(exc), EXIT_USAGE)
     title = args.title or (f"{args.service}: " if args.service else "") + ", ".join(metrics)
     try:
         render(series, args.output, title, args.hline)
     except RuntimeError as exc:
-        print(f"fastflow plot: {exc}", file=sys.stderr)
-        return 1
+        return fail("plot", str(exc), EXIT_FAILURE)
+    except OSError as exc:
+        return fail("plot", f"cannot write {args.output}: {exc.strerror or exc}", EXIT_FAILURE)
+    except ValueError as exc:   # matplotlib: unknown image format from the suffix
+        return fail("plot", f"cannot write {args.output}: {exc}", EXIT_USAGE)
     hosts = {h for per in series.values.values() for h in per}
     print(f"wrote {args.output}: {len(series.t)} points, {len(hosts)} data sources, "
           f"metrics {', '.join(metrics)}")
-    return 0
+    damage = [k for k in ("truncated", "corrupt") if series.skipped.get(k)]
+    if damage:
+        return fail("plot", f"{args.capture}: capture damaged ({', '.join(damage)}); the chart "
+                    "shows what was read before", EXIT_FAILURE)
+    return EXIT_OK

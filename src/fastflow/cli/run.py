@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastflow import __version__
+from fastflow._console import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, bind_error, setup_logging
 from fastflow.cli.config import Config, ConfigError, load_config
 from fastflow.web import STATIC_DIR
 from fastflow.web.api import ApiServer, core_routes, offload, shutdown_offload
@@ -44,6 +45,10 @@ log = logging.getLogger("fastflow.service")
 LOG_DATEFMT = "%Y-%m-%dT%H:%M:%S%z"      # 2026-11-24T21:02:54+0000, as sFlow-RT logs
 _FLOWS_ENGINE_KEYS = ("definition_ttl", "expire_factor", "max_definitions", "max_flow_rows",
                       "max_sources", "source_min_age", "source_idle_expire", "max_logged_flows")
+
+
+class StartError(OSError):
+    """A port or address could not be bound; the message names it and what to do."""
 
 
 class LockedMetrics:
@@ -267,8 +272,16 @@ class Service:
                              body_timeout=a.body_timeout, max_connections=a.max_connections,
                              allowed_hosts=[h for h in a.allowed_hosts.split(",") if h.strip()])
         try:
-            await self.api.start()     # first: it refuses unsafe configurations
-            await asyncio.to_thread(self.ingest.start)
+            try:
+                await self.api.start()     # first: it refuses unsafe configurations
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            except OSError as exc:
+                raise StartError(bind_error(exc, "HTTP", a.bind, a.port, "--http-port")) from None
+            try:
+                await asyncio.to_thread(self.ingest.start)
+            except OSError as exc:
+                raise StartError(bind_error(exc, "sFlow", c.bind, c.port, "--sflow-port")) from None
             self._ingest_started = True
         except BaseException:
             await self.stop()
@@ -413,6 +426,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "api.port": getattr(args, "http_port", None),
         "api.bind": getattr(args, "http_bind", None),
         "log.level": getattr(args, "log_level", None),
+        "log.format": getattr(args, "log_format", None),
     }
     cfg = load_config(getattr(args, "config", None), overrides=overrides)
     extra = getattr(args, "script", None) or []
@@ -422,33 +436,30 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _setup_logging(level: str, verbose: int) -> None:
-    root = logging.getLogger()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s", LOG_DATEFMT)
-    if not root.handlers:
-        logging.basicConfig(stream=sys.stderr)
-    for h in root.handlers:
-        h.setFormatter(fmt)
-    root.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper()))
-
-
 def main(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM. Exit 0 on a clean stop, 2 on a configuration error, 1 otherwise."""
+    """Run until SIGINT/SIGTERM. Exit 0 on a clean stop, 2 on a configuration error, 1 when it
+    cannot start (a port in use, an address not of this host). SIGHUP reloads the configuration
+    file: the [log] settings apply at once, other changes are logged as needing a restart."""
+    from fastflow.cli.configcmd import describe_sources, preflight, reload_config
+
+    verbose = int(getattr(args, "verbose", 0) or 0)
     try:
         cfg = config_from_args(args)
     except ConfigError as exc:
         print(f"fastflow run: configuration error: {exc}", file=sys.stderr)
-        return 2
-    _setup_logging(cfg.log.level, int(getattr(args, "verbose", 0) or 0))
-    log.info("fastflow %s starting (config: %s)", __version__, cfg.source)
+        return EXIT_USAGE
+    setup_logging(logging.DEBUG if verbose else cfg.log.level, cfg.log.format)
+    log.info("fastflow %s starting (config: %s)", __version__, describe_sources(cfg))
     try:
         svc = Service(cfg, scaler=not getattr(args, "no_scaler", False))
+        preflight(cfg, scaler=svc.scaler is not None)
     except ConfigError as exc:
         print(f"fastflow run: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except ImportError as exc:     # a core module missing from the installation
         log.error("cannot start: %s (is fastflow fully installed/built?)", exc)
-        return 1
+        return EXIT_FAILURE
+    current = [cfg]
 
     async def amain() -> int:
         loop = asyncio.get_running_loop()
@@ -459,18 +470,25 @@ def main(args: argparse.Namespace) -> int:
                 log.info("%s received, stopping", sig.name)
             stop.set()
 
+        def on_hup() -> None:
+            current[0] = reload_config(args, current[0], verbose=verbose)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, on_signal, sig)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 pass
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         try:
             await svc.run(stop)
+        except ConfigError as exc:
+            log.error("configuration error: %s", exc)
+            return EXIT_USAGE
         except (OSError, ValueError) as exc:
             log.error("cannot start: %s", exc)
-            return 1
+            return EXIT_FAILURE
         log.info("stopped")
-        return 0
+        return EXIT_OK
 
     try:
         import uvloop

@@ -10,7 +10,9 @@ exactly as the REST API ``/metric/{agents}/{metrics}/json`` would have answered 
 * ``--format csv``: a header row ``t,<metric>,<metric>:N,...`` then one row per step (empty value
   when no data source contributed).
 
-Exit status: 0 ok, 2 for a bad query (unknown metric, bad filter) or an unreadable capture.
+Exit status (README "Exit codes"): 0 ok, 2 for a bad query (unknown metric, bad filter) or a
+missing/unreadable/non-capture file, 1 for a capture damaged part-way (what was read is still
+answered). On a terminal a progress line follows the capture time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ import logging
 import re
 import sys
 from typing import Any
+
+from fastflow._console import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    check_input_file,
+    fail,
+    positive_float,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "expression PATTERN (repeat; the same KEY twice means either)")
     parser.add_argument("--agents", default="ALL",
                         help="ALL (default) or ;-separated agent addresses")
-    parser.add_argument("--step", type=float, default=10.0,
+    parser.add_argument("--step", type=positive_float, default=10.0, metavar="SECONDS",
                         help="seconds of capture time between answers (default 10)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="output format (default json lines)")
@@ -76,11 +88,13 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"fastflow series: {e}", file=sys.stderr)
         return 2
+    problem = check_input_file(args.capture)
+    if problem:
+        return fail("series", problem, EXIT_USAGE)
     try:
         cap = read(args.capture, None if args.port == 0 else args.port)
     except (OSError, ValueError) as e:
-        print(f"fastflow series: {args.capture}: {e}", file=sys.stderr)
-        return 2
+        return fail("series", f"{args.capture}: {e}", EXIT_USAGE)
     metrics = Metrics(store)
     pipeline = Pipeline([store], clock=clock)
     out = sys.stdout
@@ -92,8 +106,12 @@ def main(args: argparse.Namespace) -> int:
             header += [s, f"{s}:N"]
         writer.writerow(header)
     failure: list[str] = []
+    t_first = float(cap.ts.min()) if len(cap.ts) else 0.0
+    span = float(cap.ts.max()) - t_first if len(cap.ts) else 0.0
+    progress = Progress("series", total=span or None, unit="s of capture time")
 
     def on_step(t: float) -> None:
+        progress.update(t - t_first)
         if failure:
             return
         try:
@@ -115,10 +133,14 @@ def main(args: argparse.Namespace) -> int:
                  "metricN": a["metricN"]} for a in answer]}) + "\n")
 
     pipeline.feed_capture(cap, step=args.step, on_step=on_step)
+    progress.close()
     out.flush()
     if failure:
-        print(f"fastflow series: {failure[0]}", file=sys.stderr)
-        return 2
+        return fail("series", failure[0], EXIT_USAGE)
     errs = pipeline.errors()
     log.info("%d datagrams, store %s, decoder %s", len(cap.ts), store.counts, errs)
-    return 0
+    damage = {k: v for k, v in cap.skipped.items() if k in ("truncated", "corrupt")}
+    if damage:
+        return fail("series", f"{args.capture}: capture damaged after {len(cap.ts)} datagrams "
+                    f"({', '.join(damage)}); the answers above cover what was read", EXIT_FAILURE)
+    return EXIT_OK

@@ -934,7 +934,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run until SIGINT/SIGTERM (exit 0); 2 on bad arguments."""
+    """Run until SIGINT/SIGTERM (exit 0; SIGHUP is logged, not fatal); 2 on bad arguments."""
     try:
         collectors = [parse_collector(c) for c in args.collector]
         if not 0 <= args.sub_agent_id <= U32:
@@ -956,7 +956,12 @@ def main(args: argparse.Namespace) -> int:
             log.info("%s received, stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_hup(_signum: int, _frame: Any) -> None:
+        log.info("SIGHUP: nothing to reload (containers are read from Docker at every poll); "
+                 "still running")
+
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     log.info("fastflow agent: agent %s sub-agent %d, collectors %s, polling every %.3g s%s",
              agent.agent, agent.sub_agent_id, ", ".join(str(c) for c in collectors), agent.polling,
              "" if agent.docker_factory else " (host only)")

@@ -12,11 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from fastflow._console import (
+    EXIT_FAILURE,
+    fail,
+    port_number,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger("fastflow.demo")
 
@@ -38,18 +47,22 @@ class _Echo(logging.Handler):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastflow demo``."""
-    p.add_argument("--duration", type=float, default=75.0, help="wall-clock seconds to run")
-    p.add_argument("--speed", type=float, default=10.0,
+    p.add_argument("--duration", type=positive_float, default=75.0, metavar="SECONDS",
+                   help="wall-clock seconds to run (as everywhere in fastflow; the simulated swarm "
+                        "lives DURATION x SPEED simulated seconds)")
+    p.add_argument("--speed", type=positive_float, default=10.0, metavar="X",
                    help="simulated seconds per wall second (agents poll every 10 simulated s)")
-    p.add_argument("--nodes", type=int, default=3, help="simulated swarm nodes")
-    p.add_argument("--peak", type=float, default=650.0,
+    p.add_argument("--nodes", type=positive_int, default=3, metavar="N",
+                   help="simulated swarm nodes")
+    p.add_argument("--peak", type=positive_float, default=650.0, metavar="PERCENT",
                    help="peak demand, percent of one CPU (650 = 6.5 busy cores)")
-    p.add_argument("--http-port", type=int, default=8008, help="dashboard/API port (0: any free)")
+    p.add_argument("--http-port", type=port_number, default=8008, metavar="N",
+                   help="dashboard/API port (0: any free port)")
 
 
 async def _run(args: argparse.Namespace, echo: _Echo) -> int:
-    from fastflow.cli.config import Config
-    from fastflow.cli.run import Service
+    from fastflow.cli.config import Config, ConfigError
+    from fastflow.cli.run import Service, StartError
     from fastflow.sources.simulate import SimulatedSwarm, Simulator, parse_demand, run, udp_sender
 
     polling = 10.0
@@ -71,7 +84,13 @@ async def _run(args: argparse.Namespace, echo: _Echo) -> int:
             print("fastflow demo: the scaler is not available in this build", file=sys.stderr)
             return 1
         svc.scaler.swarm = swarm
-        await svc.start()
+        try:
+            await svc.start()
+        except (StartError, ConfigError) as exc:
+            return fail("demo", str(exc), EXIT_FAILURE)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: print(
+            "fastflow demo: SIGHUP: nothing to reload, still running", file=sys.stderr, flush=True))
         print(f"fastflow demo: dashboard http://127.0.0.1:{svc.http_port}/ (while it runs); "
               f"sFlow on 127.0.0.1:{svc.sflow_port}; {args.duration:.0f} s at {args.speed:g}x",
               file=sys.stderr, flush=True)
@@ -103,9 +122,6 @@ async def _run(args: argparse.Namespace, echo: _Echo) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``fastflow demo``."""
-    if args.duration <= 0 or args.speed <= 0:
-        print("fastflow demo: --duration and --speed must be positive", file=sys.stderr)
-        return 2
     echo = _Echo(sys.stdout)
     scaler_log = logging.getLogger("fastflow.scaler")
     scaler_log.addHandler(echo)

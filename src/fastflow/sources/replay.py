@@ -1,7 +1,7 @@
 """``fastflow replay``: re-send a capture's sFlow datagrams over UDP.
 
 Pacing: the capture's own timing scaled by ``--speed X`` (2 = twice as fast), a fixed ``--rate N``
-datagrams/s, or (default) as fast as the socket takes them. Sending goes through ``sendmmsg(2)``
+datagrams/s, or (default, said at start) flat out: as fast as the socket takes them. Sending goes through ``sendmmsg(2)``
 batches from Cython (``fastflow.sources._replay``, GIL released), so one process offers hundreds of
 thousands of datagrams per second.
 
@@ -181,6 +181,7 @@ class ReplayStats:
     loops: int = 0
     elapsed: float = 0.0
     skipped_rewrite: int = 0
+    last_errno: int = 0      # errno of the last failed send (ECONNREFUSED: nothing listening)
     extra: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -257,9 +258,13 @@ def replay(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ts: np.nda
                             wait = min(wait, deadline - now)
                         time.sleep(min(max(wait, 0.0), 0.05))
                         continue
-                sent, errs = send(s, work, offsets, lengths, i, j)
+                from fastflow.sources._replay import send_batch
+
+                sent, errs, err_no = send_batch(s.fileno(), work, offsets, lengths, i, j)
                 st.sent += sent
                 st.errors += errs
+                if errs:
+                    st.last_errno = int(err_no)
                 i = j
                 if progress is not None and now - last_progress > 0.2:
                     last_progress = now
@@ -282,68 +287,97 @@ def replay(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ts: np.nda
 # --------------------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastflow replay``."""
+    from fastflow._console import nonneg_int, port_number, positive_float
+
     p.add_argument("capture", help="pcap/pcapng capture holding sFlow datagrams")
     p.add_argument("--to", required=True, metavar="HOST:PORT",
                    help="collector to send to (required; e.g. 127.0.0.1:6343)")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=float, metavar="X",
-                      help="keep the capture's pacing, X times faster (1 = real time)")
-    pace.add_argument("--rate", type=float, metavar="N", help="fixed rate, datagrams per second")
-    p.add_argument("--loop", type=int, default=1, metavar="K",
+    pace.add_argument("--speed", type=positive_float, metavar="X",
+                      help="keep the capture's pacing, X times faster (1 = real time). "
+                           "Default without --speed/--rate: flat out, as fast as the socket "
+                           "takes them")
+    pace.add_argument("--rate", type=positive_float, metavar="N",
+                      help="fixed rate, datagrams per second")
+    p.add_argument("--loop", type=nonneg_int, default=1, metavar="K",
                    help="send the capture K times (0 = until --duration or Ctrl-C)")
     p.add_argument("--rewrite-seq", action="store_true",
                    help="shift sequence numbers and uptime across loops (a continuous agent)")
-    p.add_argument("--port", type=int, default=6343,
+    p.add_argument("--port", type=port_number, default=6343,
                    help="UDP port of the sFlow datagrams in the capture (0 = any UDP)")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                   help="stop after this many wall-clock seconds")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
 
-def _progress_bar(stream: object) -> Callable[[ReplayStats, int], None]:
-    def show(st: ReplayStats, total: int) -> None:
-        frac = f" {100 * st.sent / total:5.1f}%" if total else ""
-        bar = ""
-        if total:
-            filled = int(30 * min(1.0, st.sent / total))
-            bar = "[" + "#" * filled + "." * (30 - filled) + "]"
-        stream.write(f"\r{bar}{frac} sent {st.sent:,} ({st.rate:,.0f}/s) errors {st.errors}  ")  # type: ignore[attr-defined]
-        stream.flush()  # type: ignore[attr-defined]
-    return show
-
-
 def main(args: argparse.Namespace) -> int:
-    """Run ``fastflow replay``."""
+    """Run ``fastflow replay``: 0 ok; 2 for bad arguments or a missing/non-capture file; 1 when
+    datagrams could not be sent (the reason is named) or the capture holds none; 130 when Ctrl-C
+    stops a finite replay (``--loop 0`` without ``--duration`` ends with Ctrl-C: exit 0)."""
     from fastflow import pcap
+    from fastflow._console import (
+        EXIT_FAILURE,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        EXIT_USAGE,
+        Progress,
+        check_destination,
+        check_input_file,
+        explain_send_errno,
+        fail,
+    )
 
     try:
         dest = parse_hostport(args.to)
     except ValueError as exc:
-        print(f"fastflow replay: {exc}", file=sys.stderr)
-        return 2
+        return fail("replay", str(exc), EXIT_USAGE)
+    problem = check_destination(*dest)
+    if problem:
+        return fail("replay", problem, EXIT_USAGE)
     path = Path(args.capture)
+    problem = check_input_file(path)
+    if problem:
+        return fail("replay", problem, EXIT_USAGE)
     try:
         cap = pcap.read(path, port=args.port or None)
     except (OSError, ValueError) as exc:
-        print(f"fastflow replay: cannot read {path}: {exc}", file=sys.stderr)
-        return 1
+        return fail("replay", f"cannot read {path}: {exc}", EXIT_USAGE)
     if len(cap.offsets) == 0:
-        print(f"fastflow replay: no datagrams in {path} (port {args.port}; skipped: "
-              f"{cap.skipped})", file=sys.stderr)
-        return 1
-    tty = sys.stderr.isatty()
+        return fail("replay", f"no datagrams in {path} (port {args.port}; skipped: "
+                    f"{cap.skipped})", EXIT_FAILURE)
+    n = len(cap.offsets)
+    span = float(cap.ts.max() - cap.ts.min()) if n else 0.0
+    if args.speed is not None:
+        pacing = f"the capture's timing at {args.speed:g}x ({span / args.speed:,.1f} s per loop)"
+    elif args.rate is not None:
+        pacing = f"{args.rate:,.0f} datagrams/s"
+    else:
+        pacing = "flat out, as fast as the socket takes them (--speed 1 keeps the capture's timing)"
+    loops = "until Ctrl-C" if args.loop == 0 and args.duration is None else (
+        "in a loop" if args.loop == 0 else f"{args.loop} time(s)")
+    print(f"fastflow replay: {n:,} datagrams ({span:,.1f} s of capture) to {dest[0]}:{dest[1]} "
+          f"{loops}, {pacing}" + (f", for at most {args.duration:g} s" if args.duration else ""),
+          file=sys.stderr, flush=True)
+    bar = Progress("replay", total=n * args.loop or None, unit="datagrams")
     try:
         st = replay(cap.buf, cap.offsets, cap.lengths, cap.ts, dest, speed=args.speed,
                     rate=args.rate, loops=args.loop, rewrite_seq=args.rewrite_seq,
                     duration=args.duration,
-                    progress=_progress_bar(sys.stderr) if tty else None)
+                    progress=(lambda st, _total: bar.update(st.sent, f", errors {st.errors}"))
+                    if bar.enabled else None)
     except KeyboardInterrupt:
-        print("\nfastflow replay: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as exc:
-        print(f"fastflow replay: {exc}", file=sys.stderr)
-        return 1
-    if tty:
-        sys.stderr.write("\n")
+        bar.close()
+        if args.loop == 0 and args.duration is None:
+            print("fastflow replay: stopped (Ctrl-C)", file=sys.stderr)
+            return EXIT_OK
+        return fail("replay", "interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        bar.close()
+        return fail("replay", f"cannot send to {args.to}: {exc.strerror or exc}", EXIT_FAILURE)
+    except ValueError as exc:
+        bar.close()
+        return fail("replay", str(exc), EXIT_USAGE)
+    bar.close()
     print(f"fastflow replay: sent {st.sent:,} datagrams ({st.bytes:,} bytes) to {dest[0]}:{dest[1]} "
           f"in {st.elapsed:.2f} s, {st.rate:,.0f}/s, {st.loops} loop(s), errors {st.errors}"
           + (f", {st.skipped_rewrite} not rewritable" if st.skipped_rewrite else ""),
@@ -352,4 +386,7 @@ def main(args: argparse.Namespace) -> int:
         import json
         print(json.dumps({"sent": st.sent, "bytes": st.bytes, "errors": st.errors,
                           "loops": st.loops, "elapsed": st.elapsed, "rate": st.rate}))
-    return 0 if st.errors == 0 else 1
+    if st.errors:
+        return fail("replay", f"{st.errors:,} datagrams were not sent: "
+                    f"{explain_send_errno(st.last_errno, *dest)}", EXIT_FAILURE)
+    return EXIT_OK

@@ -615,42 +615,80 @@ def udp_sender(dest: tuple[str, int], interval_wall: float) -> Callable[[Frame, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``fastflow simulate``."""
-    p.add_argument("--nodes", type=int, default=3, help="simulated swarm nodes (agents)")
+    from fastflow._console import nonneg_int, positive_float, positive_int
+
+    p.add_argument("--nodes", type=positive_int, default=3, metavar="N",
+                   help="simulated swarm nodes (agents)")
     p.add_argument("--service", action="append", default=[], metavar="NAME=DEMAND[/REPLICAS]",
                    help="a service and its demand curve, e.g. apache=risefall:800:120/1 "
                         "(repeatable; default apache=risefall:800:120)")
-    p.add_argument("--containers-per-node", type=int, default=0, metavar="N",
+    p.add_argument("--containers-per-node", type=nonneg_int, default=0, metavar="N",
                    help="extra static containers per node (scale testing)")
-    p.add_argument("--polling", type=float, default=10.0, help="polling interval, seconds")
-    p.add_argument("--duration", type=float, default=120.0, help="simulated seconds to run")
-    p.add_argument("--speed", type=float, default=1.0, help="compress time X times")
+    p.add_argument("--polling", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="polling interval, simulated seconds")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=positive_float, metavar="SECONDS",
+                        help="wall-clock seconds to send for (as in demo and replay): the swarm "
+                             "lives DURATION x SPEED simulated seconds; with --pcap, the "
+                             "capture's length")
+    length.add_argument("--sim-seconds", type=positive_float, metavar="SECONDS",
+                        help="simulated seconds to run instead (default 120 when neither is "
+                             "given; over UDP that takes SIM_SECONDS / SPEED wall seconds)")
+    p.add_argument("--speed", type=positive_float, default=1.0, metavar="X",
+                   help="simulated seconds per wall second (UDP only; a pcap has no wall clock)")
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--to", metavar="HOST:PORT", help="collector (e.g. 127.0.0.1:6343)")
     dest.add_argument("--pcap", metavar="FILE", help="write a capture instead of sending")
     p.add_argument("--docker", action="store_true",
                    help="replicas/containers from the real engine's running tasks of the services")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the simulated counters and task ids")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``fastflow simulate``."""
+    """Run ``fastflow simulate``: 0 ok; 2 for bad arguments (including a run too short to send
+    anything) or an unwritable --pcap path; 1 when nothing was sent or sending failed."""
+    from fastflow._console import (
+        EXIT_FAILURE,
+        EXIT_OK,
+        EXIT_USAGE,
+        check_destination,
+        check_output_path,
+        explain_send_errno,
+        fail,
+    )
+
     specs = args.service or ["apache=risefall:800:120"]
     try:
         parsed = [parse_service(s) for s in specs]
         demands = {n: parse_demand(d) for n, d, _r in parsed}
     except ValueError as exc:
-        print(f"fastflow simulate: {exc}", file=sys.stderr)
-        return 2
-    if args.polling <= 0 or args.speed <= 0 or args.nodes < 1:
-        print("fastflow simulate: --polling, --speed and --nodes must be positive", file=sys.stderr)
-        return 2
+        return fail("simulate", str(exc), EXIT_USAGE)
+    if args.sim_seconds is not None:
+        sim_seconds, length = args.sim_seconds, f"--sim-seconds {args.sim_seconds:g}"
+    elif args.duration is not None:
+        sim_seconds = args.duration * (args.speed if args.to else 1.0)
+        length = f"--duration {args.duration:g} s" + (f" x --speed {args.speed:g}" if args.to
+                                                      and args.speed != 1 else "")
+    else:
+        sim_seconds, length = 120.0, "the default 120 simulated seconds"
+    if sim_seconds + 1e-9 < args.polling:
+        return fail("simulate", f"{length} = {sim_seconds:g} simulated s is shorter than one "
+                    f"polling interval (--polling {args.polling:g}): nothing would be sent. Give "
+                    f"a longer --duration/--sim-seconds or a shorter --polling", EXIT_USAGE)
+    if args.pcap:
+        problem = check_output_path(args.pcap)
+        if problem:
+            return fail("simulate", problem, EXIT_USAGE)
+        if args.speed != 1.0:
+            print("fastflow simulate: note: --speed has no effect with --pcap (the capture's "
+                  "timestamps are simulated time)", file=sys.stderr)
     source: Any
     if args.docker:
         try:
             source = DockerTasks([n for n, _d, _r in parsed])
         except Exception as exc:
-            print(f"fastflow simulate: {exc}", file=sys.stderr)
-            return 1
+            return fail("simulate", f"cannot read the services from Docker: {exc}", EXIT_FAILURE)
     else:
         source = SimulatedSwarm({n: r for n, _d, r in parsed}, seed=args.seed)
     sim = Simulator(args.nodes, demands, source, seed=args.seed,
@@ -664,26 +702,49 @@ def main(args: argparse.Namespace) -> int:
         def keep(fr: Frame, t: float) -> None:
             out.extend((base + t, d) for d in frame_datagrams(fr))
 
-        ticks = run(sim, args.polling, args.duration, send=keep, realtime=False)
-        n = pcap.write(args.pcap, out)
-        print(f"fastflow simulate: {ticks} ticks, {n} datagrams written to {args.pcap}",
-              file=sys.stderr)
-        return 0
+        ticks = run(sim, args.polling, sim_seconds, send=keep, realtime=False)
+        try:
+            n = pcap.write(args.pcap, out)
+        except OSError as exc:
+            return fail("simulate", f"cannot write {args.pcap}: {exc.strerror or exc}",
+                        EXIT_FAILURE)
+        print(f"fastflow simulate: {ticks} ticks, {n} datagrams written to {args.pcap} "
+              f"({sim_seconds:g} simulated s)", file=sys.stderr)
+        return EXIT_OK if n else fail("simulate", "no datagrams written", EXIT_FAILURE)
     from fastflow.sources.replay import parse_hostport
 
     try:
         dest = parse_hostport(args.to)
-        sender = udp_sender(dest, args.polling / args.speed)
-    except (ValueError, OSError) as exc:
-        print(f"fastflow simulate: {exc}", file=sys.stderr)
-        return 2
-    t0 = time.monotonic()
+    except ValueError as exc:
+        return fail("simulate", str(exc), EXIT_USAGE)
+    problem = check_destination(*dest)
+    if problem:
+        return fail("simulate", problem, EXIT_USAGE)
     try:
-        ticks = run(sim, args.polling, args.duration, speed=args.speed, send=sender)
-    except KeyboardInterrupt:
-        ticks = -1
+        sender = udp_sender(dest, args.polling / args.speed)
+    except OSError as exc:
+        return fail("simulate", f"cannot send to {args.to}: {exc.strerror or exc}", EXIT_FAILURE)
+    print(f"fastflow simulate: {args.nodes} node(s) to {dest[0]}:{dest[1]} for "
+          f"{sim_seconds / args.speed:g} wall s ({sim_seconds:g} simulated s at {args.speed:g}x, "
+          f"polling every {args.polling:g} simulated s)", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    done = [0]
+    interrupted = False
+    try:
+        run(sim, args.polling, sim_seconds, speed=args.speed, send=sender,
+            on_tick=lambda _t: done.__setitem__(0, done[0] + 1))
+    except KeyboardInterrupt:     # Ctrl-C is how a long simulation is stopped: a clean stop
+        interrupted = True
     st = sender.stats  # type: ignore[attr-defined]
     el = time.monotonic() - t0
-    print(f"fastflow simulate: {ticks} ticks, sent {st['sent']:,} datagrams "
-          f"({st['sent'] / max(el, 1e-9):,.0f}/s), errors {st['errors']}", file=sys.stderr)
-    return 0 if st["errors"] == 0 else 1
+    print(f"fastflow simulate: {'interrupted; ' if interrupted else ''}{done[0]} ticks, sent "
+          f"{st['sent']:,} datagrams ({st['sent'] / max(el, 1e-9):,.0f}/s), errors "
+          f"{st['errors']}", file=sys.stderr)
+    if st["errors"]:
+        import errno
+
+        return fail("simulate", f"{st['errors']:,} datagrams not sent (likely "
+                    f"{explain_send_errno(errno.ECONNREFUSED, *dest)})", EXIT_FAILURE)
+    if st["sent"] == 0 and not interrupted:
+        return fail("simulate", "no datagrams sent", EXIT_FAILURE)
+    return EXIT_OK
