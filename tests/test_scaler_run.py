@@ -307,7 +307,8 @@ def test_hold_reason_changes_are_logged(caplog: pytest.LogCaptureFixture) -> Non
 
     sim = SimulatedSwarm({"web": 1})
     metrics = CannedMetrics(sim.task_names()[0])
-    scaler = Scaler([Policy.from_dict({"service": "web", "staleness": STALENESS})], metrics,
+    scaler = Scaler([Policy.from_dict({"service": "web", "mode": "threshold",
+                                      "staleness": STALENESS})], metrics,
                     enabled=True, swarm=sim)  # type: ignore[arg-type]
 
     def tick() -> str:

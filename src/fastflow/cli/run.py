@@ -136,13 +136,12 @@ class Service:
         if self.want_scaler:
             from fastflow.scaler.controller import Scaler
 
-            section = dict(cfg.scaler)
-            if not section.get("token") and cfg.api.token:
-                # the scaler's GET ...?state= switches check its own token: without one of
-                # its own, the API token protects them too
-                section["token"] = cfg.api.token
+            # scaler routes accept the scaler's own token or the API token (either one);
+            # samples count once a full agent polling interval describes the new state
             try:
-                self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
+                self.scaler = Scaler.from_config(dict(cfg.scaler), self.metrics, self.state_file,
+                                                 api_token=cfg.api.token,
+                                                 polling_interval=cfg.store.polling_interval)
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
 

@@ -335,6 +335,7 @@ class Telemetry:
     effective_at: float | None = None    # wall time the last change took effect (Docker timestamps)
     polling_interval: float = 0.0        # a sample describes the polling interval before it
     sums: dict[str, float] = field(default_factory=dict)  # metric -> sum over running containers
+    seen: list[dict[str, Any]] = field(default_factory=list)  # per container, for the explanation
 
 
 @dataclass
