@@ -170,8 +170,8 @@ def test_proportional_reaches_its_count_in_one_step() -> None:
 
 def test_gate_holds_while_tasks_start_or_stop_and_on_old_samples() -> None:
     p = proportional()
-    base = dict(containers={"web.1.a": 1.0}, values={CPU: 90.0}, sums={CPU: 90.0}, running=1,
-                task_names={"web.1.a"})
+    base: dict[str, Any] = dict(containers={"web.1.a": 1.0}, values={CPU: 90.0},
+                                sums={CPU: 90.0}, running=1, task_names={"web.1.a"})
     d = decide(p, 1, Telemetry(**base, starting=["web.2.b starting->running"]), 0, History())
     assert d.action == "hold" and d.reason.startswith("waiting for convergence") and "starting" in d.reason
     d = decide(p, 1, Telemetry(**base, stopping=["web.2.b running->shutdown"]), 0, History())
@@ -251,7 +251,7 @@ class Dump:
     def query(self, *a: Any, **k: Any) -> list[dict[str, Any]]:
         return []
 
-    def dump(self, agents: str, metrics: str, filters: Any = None) -> list[dict[str, Any]]:
+    def dump(self, agents: str, metrics: Any, filters: Any = None) -> list[dict[str, Any]]:
         self.filters.append(filters)
         want = set(metrics.split(","))
         return [r for r in self.rows if r["metricName"] in want]

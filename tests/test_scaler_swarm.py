@@ -254,6 +254,7 @@ def test_dry_run_decides_without_changing_the_service(swarm: SwarmHelper) -> Non
 
     scaler = make_scaler(Busy(), swarm.client, service=name)
     scaler.dry_run = True
+    time.sleep(1.0)   # the convergence gate: a sample one polling interval after the task started
     d = asyncio.run(scaler.tick(name))
     assert d is not None and (d.action, d.desired) == ("up", 2), scaler.state()
     assert scaler.events[-1]["dry_run"] is True and scaler.events[-1]["metrics"][CPU] == 95.0

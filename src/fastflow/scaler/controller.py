@@ -66,9 +66,6 @@ class StateNotSaved(Exception):
 class MetricsSource(Protocol):
     """The part of :class:`fastflow.collector.metrics.Metrics` the scaler uses (docs/internals.md 7)."""
 
-    def query(self, agents: str, metrics: str | Sequence[str],
-              filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]: ...
-
     def dump(self, agents: str, metrics: str | Sequence[str],
              filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]: ...
 
