@@ -182,6 +182,10 @@ def test_run_scales_real_service_from_udp_telemetry(swarm: SwarmHelper, tmp_path
             assert st == 200, body
             return body  # type: ignore[no-any-return]
 
+        def stopping() -> list[Any]:
+            return [t for t in swarm.client.api.tasks(filters={"service": svc.id})
+                    if t["DesiredState"] != "running" and t["Status"]["State"] == "running"]
+
         def diag() -> str:
             return (f"replicas seen {seen}, tasks {tel.tasks if tel else None}, state {state()}, "
                     f"events {events()}, log tail:\n" + "\n".join(proc.lines[-15:]))
@@ -200,6 +204,9 @@ def test_run_scales_real_service_from_udp_telemetry(swarm: SwarmHelper, tmp_path
         # 2. idle containers: back down to replicas_min
         reach(1, 5.0)
         assert events() == [(1, 2), (2, 3), (3, 2), (2, 1)], diag()
+        # `sleep` ignores SIGTERM: Docker stops the removed containers after its 10 s grace
+        # period; until then the convergence gate rightly waits for them
+        bounded(lambda: not stopping(), 30, "removed containers stopped", diag)
         for n in (2, 3, 2, 1):
             assert f"INFO: {name} set replicas={n}" in "\n".join(proc.lines), diag()
 
