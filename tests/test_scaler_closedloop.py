@@ -12,7 +12,7 @@ Demand follows issue #13's experiment scaled by 0.5 to spare the shared 2-core m
 container clears the scaled band's 10 % floor by more than the burner's 1 % granularity).
 Threshold mode uses the issue's band scaled the same way (20-50 % -> 10-25 %); proportional
 mode a target of 25 % (50 % scaled) and a 20 s scale-down stabilization window (HPA's 300 s
-default would make the test last 5 minutes). Set FASTFLOW_SCALER_TRAJ=path to keep the trajectories.
+default would make the test last 5 minutes). Set FFTEST_SCALER_TRAJ=path to keep the trajectories.
 """
 
 from __future__ import annotations
@@ -204,8 +204,8 @@ def test_closed_loop_settles_threshold_and_proportional(swarm: SwarmHelper, tmp_
         print(f"  {run['mode']:12s} drop at {run['t_drop']:5.1f}s  "
               + ", ".join(f"{t:g}:{r}" for t, r in run["trajectory"])
               + f"   ({run['seconds']} s)")
-    if os.environ.get("FASTFLOW_SCALER_TRAJ"):
-        Path(os.environ["FASTFLOW_SCALER_TRAJ"]).write_text(json.dumps(runs, indent=1))
+    if os.environ.get("FFTEST_SCALER_TRAJ"):
+        Path(os.environ["FFTEST_SCALER_TRAJ"]).write_text(json.dumps(runs, indent=1))
     for run in runs:
         diag = json.dumps({k: run[k] for k in ("trajectory", "t_drop", "state", "log")},
                           indent=1)[:6000]
