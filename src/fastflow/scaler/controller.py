@@ -56,6 +56,8 @@ log = logging.getLogger("fastflow.scaler")
 SECTION_KEYS = {"enabled", "token", "dry_run", "state_file", "docker_host", "tls_dir", "services",
                 "agent_addresses", "trusted_agents", "replicas_ceiling", "labels", "restore_state"}
 MAX_EVENTS = 1000
+MAX_SEEN = 200          # data sources shown per interval (an attacker may add many)
+MAX_PROBLEMS = 20
 CPU_COUNT = "vir_cpu_count"
 
 
@@ -252,6 +254,9 @@ def gather_telemetry(metrics: MetricsSource, policy: Policy,
         t.sample_times[host] = now - age
         for m in names:
             sums[m] = sums.get(m, 0.0) + vals[m][0]
+    if len(t.problems) > MAX_PROBLEMS:
+        t.problems[MAX_PROBLEMS:] = [f"{len(t.problems) - MAX_PROBLEMS} more problem(s)"]
+    del t.seen[MAX_SEEN:]
     n = len(t.containers)
     if n:
         t.sums = sums
