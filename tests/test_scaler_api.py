@@ -251,3 +251,13 @@ def test_default_state_path_is_documented_xdg(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert default_state_file() == tmp_path / "fastflow" / "scaler.json"
+
+
+def test_behavior_changes_merge_per_direction_and_persist(tmp_path: Path) -> None:
+    f = tmp_path / "s.json"
+    s1 = Scaler.from_config(section(), NoMetrics(), f)
+    s1.update_service("apache", {"behavior": {"scale_down": {"stabilization_window": 60}}})
+    s1.update_service("apache", {"behavior": {"scale_up": {"select_policy": "min"}}})
+    p = Scaler.from_config(section(), NoMetrics(), f).services["apache"].policy
+    assert (p.scale_down.stabilization_window, p.scale_up.select_policy) == (60, "min")
+    assert p.mode == "proportional"

@@ -144,6 +144,8 @@ class Service:
                                                  polling_interval=cfg.store.polling_interval)
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
+        else:
+            log.info("scaler not started (--no-scaler)")
 
     @staticmethod
     def _flow_engine(section: dict[str, Any], clock: Any) -> Any:

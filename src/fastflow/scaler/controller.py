@@ -552,7 +552,11 @@ class Scaler:
             st.policy = pol
             if st.source == "labels":
                 st.source = "labels + REST"
-        st.overrides.update(changes)
+        for k, v in changes.items():   # behavior is merged per direction, like the policy
+            if k == "behavior" and isinstance(v, Mapping) and isinstance(st.overrides.get(k), dict):
+                st.overrides[k] = {**st.overrides[k], **v}
+            else:
+                st.overrides[k] = v
         log.info("%s scaler settings changed (REST): %s", name, json.dumps(changes, sort_keys=True))
         self._save_state()
         return st
