@@ -179,7 +179,7 @@ def test_gate_holds_while_tasks_start_or_stop_and_on_old_samples() -> None:
     # the sample was taken 1 s after the change took effect: less than one polling interval
     t = Telemetry(**base, sample_times={"web.1.a": 101.0}, effective_at=100.0, polling_interval=2.0)
     d = decide(p, 1, t, 0, History())
-    assert d.action == "hold" and "before the last change" in d.reason, d.reason
+    assert d.action == "hold" and "before the last change" in d.reason, d
     t.sample_times["web.1.a"] = 102.5
     assert decide(p, 1, t, 0, History()).action == "up"
 
@@ -286,7 +286,7 @@ def test_second_agent_for_a_task_name_holds_and_says_why() -> None:
                 row("web.1.a", "10.9.9.9", 10000.0)])
     assert t.sums[CPU] == 60          # the spoofed value is never used
     d = decide(proportional(), 2, t, 0, History())
-    assert d.action == "hold" and d.reason.startswith("untrusted telemetry"), d.reason
+    assert d.action == "hold" and d.reason.startswith("untrusted telemetry"), d
     assert "10.9.9.9" in d.reason and "host1" in d.reason and "10.0.0.1" in d.reason
     entry = [c for c in t.seen if c["agent"] == "10.9.9.9"][0]
     assert entry["trusted"] is False
@@ -352,3 +352,62 @@ def test_docker_timestamps() -> None:
     assert parse_time("2026-11-30T23:40:01.123456789Z") == pytest.approx(1796082001.123456)
     assert parse_time("0001-01-01T00:00:00Z") is not None
     assert parse_time("garbage") is None and parse_time(None) is None
+
+
+# ------------------------------------------------------------------ the controller's gate inputs
+class FakeSwarm:
+    """Docker's answers scripted per tick (fault injection over the real controller)."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.tasks_now = tasks
+        self.replicas = 2
+        self.sets: list[int] = []
+
+    def read_service(self, name: str) -> Any:
+        from fastflow.scaler.swarm import ServiceInfo
+
+        return ServiceInfo("id", name, 1, {"Mode": {"Replicated": {"Replicas": self.replicas}}},
+                           None)
+
+    def tasks(self, info: Any) -> list[Task]:
+        return list(self.tasks_now)
+
+    def nodes(self) -> dict[str, Node]:
+        return {"n1": Node("n1", "host1", "10.0.0.1")}
+
+    def set_replicas(self, name: str, n: int, expect_current: int | None = None) -> int:
+        self.sets.append(n)
+        self.replicas = n
+        return n
+
+
+def test_a_deleted_stopping_task_still_delays_the_gate() -> None:
+    """Docker deletes a removed task once its container stopped; the controller remembers the
+    last interval that saw it stopping, and samples must be one polling interval younger."""
+    import asyncio
+    import time as _time
+
+    from fastflow.scaler.controller import Scaler
+
+    now = _time.time()
+    a = Task("a", "web.1.a", "n1", "running", "running", now - 100)
+    b = Task("b", "web.2.b", "n1", "running", "running", now - 100)
+    gone = Task("c", "web.3.c", "n1", "running", "remove", now - 5)
+    sw = FakeSwarm([a, b, gone])
+    metrics = Dump([row("web.1.a", "10.0.0.1", 5.0, age_ms=500),
+                    row("web.2.b", "10.0.0.1", 5.0, age_ms=500)])
+    pol = proportional(behavior={"scale_down": {"stabilization_window": 0}})
+    sc = Scaler([pol], metrics, enabled=True, state_file=None, swarm=sw,  # type: ignore[arg-type]
+                polling_interval=2.0)
+    d = asyncio.run(sc.tick("web"))
+    assert d is not None and d.action == "hold" and "stopping" in d.reason, d
+    sw.tasks_now = [a, b]            # the stopped task is gone from Docker's list
+    d = asyncio.run(sc.tick("web"))
+    assert d is not None and d.action == "hold" and "before the last change" in d.reason, d
+    assert sc.services["web"].seen["change_took_effect"] is not None
+    sc.services["web"].unsettled_wall = now - 10   # as if that was 10 s ago
+    d = asyncio.run(sc.tick("web"))
+    assert d is not None and (d.action, d.desired) == ("down", 1), d
+    assert sw.sets == [1]
+    ev = [e for e in sc.events if e["action"] == "down"][0]
+    assert ev["seen"] and ev["seen"][0]["trusted"] is True

@@ -281,6 +281,7 @@ class ServiceState:
     expected: int | None = None     # the replicas we last saw or set (a difference: an operator)
     change_wall: float | None = None   # wall time of the last change (ours or an operator's)
     manual_until: float = 0.0       # monotonic time until which an operator's change is respected
+    unsettled_wall: float | None = None  # wall time of the last interval with tasks in transition
     seen: dict[str, Any] = field(default_factory=dict)   # the last interval's observation
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -720,9 +721,14 @@ class Scaler:
         telemetry = gather_telemetry(self.metrics, pol, names, tasks=tasks, nodes=nodes,
                                      trust=self.trust, now=wall)
         if tasks is not None:
+            if telemetry.starting or telemetry.stopping:
+                # Docker deletes a removed task once its container stopped (its stop time is
+                # lost): convergence is at least as late as the last interval that saw it
+                st.unsettled_wall = wall
             stamps = [t.timestamp for t in tasks if t.timestamp is not None
                       and (t.running or t.desired != "running")]
-            eff = max(stamps + ([st.change_wall] if st.change_wall else []), default=None)
+            stamps += [x for x in (st.change_wall, st.unsettled_wall) if x]
+            eff = max(stamps, default=None)
             telemetry.effective_at = min(eff, wall) if eff is not None else None
             telemetry.polling_interval = pol.polling_interval or self.polling_interval
         assert st.current is not None
