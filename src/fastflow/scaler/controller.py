@@ -1,26 +1,24 @@
-"""Elastic scaler: sizes Docker swarm services from their containers' sFlow metrics.
+"""Elastic scaler: sizes Docker swarm services from their containers' sFlow metrics (docs/scaler.md).
 
-For every managed service, every ``interval`` seconds: read the service (Docker, in a thread), list
-its running tasks, ask :class:`fastflow.collector.metrics.Metrics` for the average utilisation / bytes of its
-containers (hostnames matching ``pattern``) and each container's freshness, run the pure policy
-(:mod:`fastflow.scaler.policy`) and, when it says so, set ``Mode.Replicated.Replicas`` (nothing else)
-via :mod:`fastflow.scaler.swarm`. Logs ``apache set replicas=4`` like the original sFlow-RT script.
+For every managed service, every ``interval`` seconds: read the service, its tasks (Docker's task
+states) and the nodes (Docker, in a thread); gather one trusted data source per running task from
+:class:`fastflow.collector.metrics.Metrics` (``dump``, exact names; samples count only from the
+agent of the task's node: :class:`Trust`, CONTRACTS C4); fill the convergence gate's inputs
+(starting/stopping tasks, when the last change took effect, the agents' polling interval); run
+the pure policy (:mod:`fastflow.scaler.policy`) and, when it says so, set
+``Mode.Replicated.Replicas`` (nothing else) via :mod:`fastflow.scaler.swarm`. Logs
+``apache set replicas=4`` like the original sFlow-RT script, with the reason on the line before.
 
-Configuration (TOML ``[scaler]``; defaults in brackets)::
+Services come from ``[[scaler.services]]``, from swarm labels (``fastflow.scale=true``, see
+:func:`policy_from_labels`) and from ``PUT /scaler/{svc}/json`` with ``"manage": true``.
+Precedence per service: defaults < labels < TOML < REST (kept in the state file). The master
+switch: ``[scaler] enabled``, overridden by a REST switch kept in the state file until the
+configuration's own value changes; :meth:`Scaler.announce` logs which source won.
 
-    [scaler]
-    enabled = false        # master switch (GET /scaler/json?state=enabled turns it on at runtime)
-    token = ""             # bearer token required for changes ("" = none)
-    dry_run = false        # decide and log ("would set"), never update the service
-    state_file = "..."     # runtime changes; default $XDG_STATE_HOME/fastflow/scaler.json
-                           # (~/.local/state/fastflow/scaler.json)
-    docker_host = ""       # default DOCKER_HOST or the local socket
-    tls_dir = ""           # directory with ca.pem, cert.pem, key.pem for TCP + TLS
-    [[scaler.services]]
-    service = "apache"     # plus the keys of fastflow.scaler.policy.DEFAULTS
-
-Runtime changes (state switches, PUT bodies) are kept as per-service overrides in the state file and
-applied over the configuration at the next start.
+``[scaler]`` keys (defaults in brackets): ``enabled`` [false], ``token`` [""], ``dry_run`` [false],
+``state_file`` [$XDG_STATE_HOME/fastflow/scaler.json], ``restore_state`` [true], ``labels`` [true],
+``replicas_ceiling`` [100], ``agent_addresses`` [{}], ``trusted_agents`` [[]], ``docker_host``,
+``tls_dir``, ``services``; per-service keys in :data:`fastflow.scaler.policy.DEFAULTS`.
 """
 
 from __future__ import annotations
