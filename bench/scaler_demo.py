@@ -132,7 +132,9 @@ def engine_demo(max_replicas: int, step_s: float) -> dict[str, Any]:
         helper.wait_running(svc, 1)
         pol = Policy.from_dict({"service": name, "replicas_max": max_replicas, "util_min": 20,
                                 "util_max": 70, "interval": 0.5, "staleness": 3})
-        scaler = Scaler([pol], rig.metrics, enabled=True, swarm=Swarm(client))
+        # the rig sends every 0.25 s: a sample 0.5 s after a change describes the new state
+        scaler = Scaler([pol], rig.metrics, enabled=True, swarm=Swarm(client), state_file=None,
+                        polling_interval=0.5)
         # total load in percent of one CPU: rises by 60 per step, then drops to 10
         schedule = [60.0 * (i + 1) for i in range(max_replicas)] + [10.0] * max_replicas
         timeline: list[tuple[float, float, int]] = []

@@ -49,3 +49,12 @@ def decoder_cls(request: pytest.FixtureRequest) -> type:
         return Decoder
     from fastflow._pydecode import Decoder as PyDecoder
     return PyDecoder
+
+
+# The scaler's default state file lives under $XDG_STATE_HOME (docs/scaler.md): every test run
+# (and every `fastflow run` subprocess it starts) gets a private one, never the user's home.
+if "FASTFLOW_TEST_STATE_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["FASTFLOW_TEST_STATE_HOME"] = os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(
+        prefix="fastflow-test-state-")

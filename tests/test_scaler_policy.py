@@ -50,13 +50,17 @@ def simulate(policy: Policy, demand: list[float], start: int = 1, dt: float = 2.
 
 
 def pol(**kw: object) -> Policy:
-    return Policy.from_dict({"service": "web", **kw})
+    """A v0.1-style (threshold unless told) policy: these tests predate proportional mode."""
+    return Policy.from_dict({"service": "web", "mode": "threshold", **kw})
 
 
 def test_defaults_and_pattern() -> None:
-    p = pol()
+    p = Policy.from_dict({"service": "web"})
     assert (p.replicas_min, p.replicas_max, p.mode, p.interval, p.tolerance, p.max_step) == (
-        1, 10, "threshold", 2.0, 0.1, 4)
+        1, 10, "proportional", 2.0, 0.1, 4)
+    # an elb.js-style table (thresholds given, no mode) keeps threshold mode
+    assert Policy.from_dict({"service": "web", "util_max": 50}).mode == "threshold"
+    p = pol()
     assert p.pattern == r"web\..*"
     assert p.staleness == 10.0  # max(3 * interval, 10)
     assert pol(interval=5).staleness == 15.0

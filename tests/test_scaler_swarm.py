@@ -43,7 +43,9 @@ def spec_without_replicas(spec: dict[str, Any]) -> dict[str, Any]:
 
 def make_scaler(metrics: Any, client: Any, **policy: Any) -> Scaler:
     p = Policy.from_dict({"interval": 0.5, "staleness": 3, **policy})
-    return Scaler([p], metrics, enabled=True, state_file=None, swarm=Swarm(client))
+    # the rigs send every 0.25 s: one polling interval after a change is 0.5 s here
+    return Scaler([p], metrics, enabled=True, state_file=None, swarm=Swarm(client),
+                  polling_interval=0.5)
 
 
 async def until(cond: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
@@ -109,8 +111,10 @@ def test_scales_up_and_down_keeping_spec(swarm: SwarmHelper, caplog: pytest.LogC
     assert spec_without_replicas(after) == spec_without_replicas(before)
     msgs = [r.getMessage() for r in caplog.records]
     assert f"{name} set replicas=2" in msgs and f"{name} set replicas=1" in msgs
-    ev = [(e["from"], e["to"]) for e in scaler.events]
+    ev = [(e["from"], e["to"]) for e in scaler.events if e["action"] != "hold"]
     assert ev == [(1, 2), (2, 3), (3, 2), (2, 1)]
+    holds = [e["reason"] for e in scaler.events if e["action"] == "hold"]
+    assert any(r.startswith("waiting for convergence") for r in holds), holds
 
 
 def test_telemetry_stopping_holds(swarm: SwarmHelper) -> None:
@@ -250,6 +254,7 @@ def test_dry_run_decides_without_changing_the_service(swarm: SwarmHelper) -> Non
 
     scaler = make_scaler(Busy(), swarm.client, service=name)
     scaler.dry_run = True
+    time.sleep(1.0)   # the convergence gate: a sample one polling interval after the task started
     d = asyncio.run(scaler.tick(name))
     assert d is not None and (d.action, d.desired) == ("up", 2), scaler.state()
     assert scaler.events[-1]["dry_run"] is True and scaler.events[-1]["metrics"][CPU] == 95.0

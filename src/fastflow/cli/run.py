@@ -151,16 +151,21 @@ class Service:
         if self.want_scaler:
             from fastflow.scaler.controller import Scaler
 
+            # scaler routes accept the scaler's own token or the API token (either one; without
+            # one of its own the API token is the scaler's); samples count once a full agent
+            # polling interval describes the new state
             section = dict(cfg.scaler)
             if not section.get("token") and cfg.api.token:
-                # the scaler's GET ...?state= switches check its own token: without one of
-                # its own, the API token protects them too
                 section["token"] = cfg.api.token
             try:
-                self.scaler = Scaler.from_config(section, self.metrics, self.state_file)
+                self.scaler = Scaler.from_config(section, self.metrics, self.state_file,
+                                                 api_token=cfg.api.token,
+                                                 polling_interval=cfg.store.polling_interval)
             except ValueError as exc:   # PolicyError is a ValueError
                 raise ConfigError(str(exc)) from None
             self._build_lease(section)
+        else:
+            log.info("scaler not started (--no-scaler)")
         if cfg.scripts.get("files"):
             from fastflow import scripts
 

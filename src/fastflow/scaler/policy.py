@@ -4,16 +4,27 @@ Nothing here talks to Docker or reads metrics; :mod:`fastflow.scaler.controller`
 for each managed service and applies the :class:`Decision`. That keeps the policy testable with a
 simulated load (see ``tests/test_scaler_policy.py``).
 
-Two modes:
+Three modes:
 
+* ``proportional`` (the default when a service sets none of ``util_min/util_max/bytes_min/bytes_max``;
+  Kubernetes HPA's algorithm): ``desired = ceil(sum of the running containers' utilisation /
+  target)`` (and ``ceil(sum bytes / bytes_target)`` when set; the larger wins), so 1 -> 4 is one
+  decision; no change while the ratio to the current count is within ``tolerance``; then HPA's
+  ``behavior`` per direction (stabilization window, Pods/Percent policies per period,
+  ``select_policy``). Defaults are HPA's: scale up with no stabilization, at most max(100 %, 4 pods)
+  per 15 s; scale down with a 300 s stabilization window, at most 100 % per 15 s.
 * ``threshold`` (the original sFlow-RT swarm scaler): one replica up when the average
   ``vir_cpu_utilization`` > ``util_max`` or the average ``vir_bytes_in + vir_bytes_out`` >
   ``bytes_max``; one down when utilisation < ``util_min`` and bytes < ``bytes_min``. A threshold left
   unset (None) is ignored (for "down" it counts as satisfied).
-* ``target`` (like Kubernetes' HPA): ``desired = ceil(current * value / target)``; no change while
+* ``target`` (v0.1, kept for existing configs): ``desired = ceil(current * value / target)``; no change while
   ``|value / target - 1| <= tolerance``; at most ``max_step`` replicas per decision.
 
-Safety rules applied before either mode (any failure holds the current count and says why):
+Safety rules applied before any mode (any failure holds the current count and says why) -- the
+**convergence gate**: no task of the service may be starting or stopping (Docker task states), the
+running tasks must equal the replicas, every running task must have exactly one trusted data source
+(:mod:`fastflow.scaler.controller` decides trust), and each used sample must have been taken at
+least one agent polling interval after the last change took effect. Also:
 the number of distinct fresh containers must equal the running replicas (and their hostnames the
 running task names when those are known), every sample younger than ``staleness`` seconds.
 Missing data never scales down. Results are clamped to ``[replicas_min, replicas_max]``; a step that
@@ -31,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["threshold", "target"]
+Mode = Literal["proportional", "threshold", "target"]
 Action = Literal["up", "down", "hold"]
 
 CPU = "vir_cpu_utilization"
@@ -43,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "pattern": None,            # default: re.escape(service) + r"\..*"
     "replicas_min": 1,
     "replicas_max": 10,
-    "mode": "threshold",
+    "mode": None,               # default: "threshold" when util_*/bytes_* are set, else "proportional"
     "util_min": 20.0,
     "util_max": 80.0,
     "bytes_min": None,
@@ -58,7 +69,21 @@ DEFAULTS: dict[str, Any] = {
     "max_step": 4,
     "enabled": True,
     "staleness": None,          # default: max(3 * interval, 10 s)
+    "bytes_target": None,       # proportional: bytes/s (in + out) per replica (None: CPU only)
+    "behavior": None,           # proportional: HPA behavior (see HPA_BEHAVIOR)
+    "polling_interval": None,   # agents' counter polling interval (default: [store] polling_interval)
+    "manual_pause": 120.0,      # seconds an operator's own scale change is left alone
 }
+THRESHOLD_KEYS = ("util_min", "util_max", "bytes_min", "bytes_max")
+# Kubernetes HPA (autoscaling/v2) defaults, per direction.
+HPA_BEHAVIOR: dict[str, dict[str, Any]] = {
+    "scale_up": {"stabilization_window": 0.0, "select_policy": "max",
+                 "policies": [{"type": "percent", "value": 100.0, "period": 15.0},
+                              {"type": "pods", "value": 4.0, "period": 15.0}]},
+    "scale_down": {"stabilization_window": 300.0, "select_policy": "max",
+                   "policies": [{"type": "percent", "value": 100.0, "period": 15.0}]},
+}
+MAX_PERIOD = 3600.0             # longest policy period / stabilization window (bounds History)
 MIN_STALENESS = 10.0
 
 
@@ -85,6 +110,71 @@ def _num(d: Mapping[str, Any], key: str, *, allow_none: bool = False, minimum: f
 
 
 @dataclass(frozen=True)
+class Rules:
+    """HPA scaling rules for one direction: stabilization window, policies, select_policy."""
+
+    stabilization_window: float
+    select_policy: str
+    policies: tuple[tuple[str, float, float], ...]   # (type "pods"|"percent", value, period s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stabilization_window": self.stabilization_window,
+                "select_policy": self.select_policy,
+                "policies": [{"type": t, "value": v, "period": p} for t, v, p in self.policies]}
+
+
+def _rules(where: str, d: Any) -> Rules:
+    if not isinstance(d, Mapping):
+        raise PolicyError(f"{where}: expected a table")
+    unknown = sorted(set(d) - {"stabilization_window", "select_policy", "policies"})
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s): {', '.join(map(str, unknown))}")
+    win = _num(d, "stabilization_window", minimum=0)
+    if win > MAX_PERIOD:
+        raise PolicyError(f"{where}.stabilization_window: at most {MAX_PERIOD:g} s")
+    sel = d["select_policy"]
+    if sel not in ("max", "min", "disabled"):
+        raise PolicyError(f"{where}.select_policy: 'max', 'min' or 'disabled', got {sel!r}")
+    pols = d["policies"]
+    if not isinstance(pols, list | tuple) or not 1 <= len(pols) <= 10:
+        raise PolicyError(f"{where}.policies: a list of 1 to 10 tables")
+    out = []
+    for i, e in enumerate(pols):
+        w = f"{where}.policies[{i}]"
+        if not isinstance(e, Mapping) or set(e) != {"type", "value", "period"}:
+            raise PolicyError(f"{w}: a table of type, value, period")
+        typ = str(e["type"]).lower()
+        if typ not in ("pods", "percent"):
+            raise PolicyError(f"{w}.type: 'pods' or 'percent', got {e['type']!r}")
+        val = _num(e, "value", minimum=1)
+        per = _num(e, "period", minimum=1)
+        if per > MAX_PERIOD:
+            raise PolicyError(f"{w}.period: at most {MAX_PERIOD:g} s")
+        out.append((typ, val, per))
+    return Rules(win, sel, tuple(out))
+
+
+def _behavior(d: Any, base: Mapping[str, Any] | None) -> tuple[Rules, Rules]:
+    """HPA ``behavior`` over ``base`` (a to_dict() form) or HPA's defaults, per direction."""
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise PolicyError("behavior: expected a table with scale_up / scale_down")
+    unknown = sorted(set(d) - {"scale_up", "scale_down"})
+    if unknown:
+        raise PolicyError(f"behavior: unknown key(s): {', '.join(map(str, unknown))}")
+    out = []
+    for k in ("scale_up", "scale_down"):
+        merged = dict((base or HPA_BEHAVIOR)[k])
+        part = d.get(k) or {}
+        if not isinstance(part, Mapping):
+            raise PolicyError(f"behavior.{k}: expected a table")
+        merged.update(part)
+        out.append(_rules(f"behavior.{k}", merged))
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
 class Policy:
     """One managed service's configuration (validated; build with :meth:`from_dict`)."""
 
@@ -108,6 +198,12 @@ class Policy:
     enabled: bool = True
     staleness: float = MIN_STALENESS
     staleness_set: bool = False   # staleness came from the config (else derived from interval)
+    bytes_target: float | None = None
+    scale_up: Rules = field(default_factory=lambda: _behavior(None, None)[0])
+    scale_down: Rules = field(default_factory=lambda: _behavior(None, None)[1])
+    polling_interval: float | None = None
+    manual_pause: float = 120.0
+    mode_set: bool = field(default=False, compare=False)  # mode given (else derived from the keys)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], base: Policy | None = None) -> Policy:
@@ -122,6 +218,7 @@ class Policy:
         merged: dict[str, Any] = dict(DEFAULTS) if base is None else base.to_dict()
         if base is not None and not base.staleness_set:
             merged["staleness"] = None
+        base_behavior = merged.get("behavior")
         merged.update(d)
         service = merged.get("service")
         if not isinstance(service, str) or not service or "/" in service:
@@ -138,8 +235,15 @@ class Policy:
         except re.error as exc:
             raise PolicyError(f"pattern: bad regular expression: {exc}") from None
         mode = merged["mode"]
-        if mode not in ("threshold", "target"):
-            raise PolicyError(f"mode: 'threshold' or 'target', got {mode!r}")
+        mode_set = mode is not None
+        if mode is None:   # an elb.js-style table (thresholds given) keeps threshold mode
+            mode = "threshold" if any(d.get(k) is not None for k in THRESHOLD_KEYS) \
+                else "proportional"
+        if mode not in ("proportional", "threshold", "target"):
+            raise PolicyError(f"mode: 'proportional', 'threshold' or 'target', got {mode!r}")
+        up, down = _behavior(d.get("behavior") if "behavior" in d else None,
+                             base_behavior if isinstance(base_behavior, Mapping) else None)
+        poll = _num(merged, "polling_interval", allow_none=True, minimum=0.1)
         enabled = merged["enabled"]
         if not isinstance(enabled, bool):
             raise PolicyError(f"enabled: expected true or false, got {enabled!r}")
@@ -169,7 +273,12 @@ class Policy:
             enabled=enabled,
             staleness=staleness if staleness is not None else max(3 * interval, MIN_STALENESS),
             staleness_set=staleness is not None,
+            bytes_target=_num(merged, "bytes_target", allow_none=True, minimum=0),
+            scale_up=up, scale_down=down, polling_interval=poll,
+            manual_pause=_num(merged, "manual_pause", minimum=0), mode_set=mode_set,
         )
+        if p.bytes_target == 0:
+            raise PolicyError("bytes_target: must be > 0")
         if p.target <= 0:
             raise PolicyError(f"target: must be > 0, got {p.target}")
         if p.util_min is not None and p.util_max is not None and p.util_min >= p.util_max:
@@ -182,7 +291,8 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration keys (as accepted by :meth:`from_dict`)."""
-        d = {k: getattr(self, k) for k in DEFAULTS}
+        d = {k: getattr(self, k) for k in DEFAULTS if k != "behavior"}
+        d["behavior"] = {"scale_up": self.scale_up.to_dict(), "scale_down": self.scale_down.to_dict()}
         d["service"] = self.service
         if not self.staleness_set:
             d["staleness"] = None  # derived from interval
@@ -192,6 +302,8 @@ class Policy:
         """The per-container metrics a decision needs."""
         if self.mode == "target":
             return [self.metric]
+        if self.mode == "proportional":
+            return [self.metric] + ([BYTES_IN, BYTES_OUT] if self.bytes_target is not None else [])
         out = []
         if self.util_min is not None or self.util_max is not None:
             out.append(CPU)
@@ -215,6 +327,15 @@ class Telemetry:
     running: int = 0
     task_names: set[str] | None = None
     error: str | None = None
+    # -- the convergence gate (filled by the controller from Docker's task states; empty = unknown)
+    starting: list[str] = field(default_factory=list)   # tasks meant to run, not running yet
+    stopping: list[str] = field(default_factory=list)   # tasks being shut down, still running
+    problems: list[str] = field(default_factory=list)   # untrusted/duplicate/implausible sources
+    sample_times: dict[str, float] = field(default_factory=dict)  # host -> wall time of its sample
+    effective_at: float | None = None    # wall time the last change took effect (Docker timestamps)
+    polling_interval: float = 0.0        # a sample describes the polling interval before it
+    sums: dict[str, float] = field(default_factory=dict)  # metric -> sum over running containers
+    seen: list[dict[str, Any]] = field(default_factory=list)  # per container, for the explanation
 
 
 @dataclass
@@ -223,6 +344,7 @@ class History:
 
     last_change: float | None = None
     recommendations: deque[tuple[float, int]] = field(default_factory=deque)
+    changes: deque[tuple[float, int]] = field(default_factory=deque)   # (time, replicas delta)
 
 
 @dataclass
@@ -246,8 +368,18 @@ def check_telemetry(policy: Policy, current: int, t: Telemetry) -> str | None:
     """Why the telemetry is not good enough to act on, or None when it is complete and fresh."""
     if t.error:
         return f"telemetry unavailable: {t.error}"
+    if t.starting or t.stopping:
+        parts = []
+        if t.starting:
+            parts.append(f"{len(t.starting)} task(s) starting ({', '.join(t.starting[:3])})")
+        if t.stopping:
+            parts.append(f"{len(t.stopping)} task(s) stopping ({', '.join(t.stopping[:3])})")
+        return "waiting for convergence: " + "; ".join(parts)
     if t.running != current:
-        return f"tasks converging: {t.running} running of {current} replicas"
+        return f"waiting for convergence: tasks converging: {t.running} running of {current} replicas"
+    if t.problems:
+        more = f" (and {len(t.problems) - 1} more)" if len(t.problems) > 1 else ""
+        return f"untrusted telemetry: {t.problems[0]}{more}"
     if t.task_names is not None:
         # containers of tasks that are gone (scaled down, rescheduled) are ignored, stale or not
         seen = {h: a for h, a in t.containers.items() if h in t.task_names}
@@ -274,7 +406,112 @@ def check_telemetry(policy: Policy, current: int, t: Telemetry) -> str | None:
         v = t.values.get(m)
         if v is None or not math.isfinite(v):
             return f"no value for {m}"
+    if t.effective_at is not None and t.sample_times:
+        need = t.effective_at + t.polling_interval
+        early = sorted((ts, h) for h, ts in t.sample_times.items() if ts < need)
+        if early:
+            ts, h = early[0]
+            return (f"waiting for convergence: {len(early)} sample(s) describe the state before the "
+                    f"last change (e.g. {h}'s, taken {ts - t.effective_at:+.1f}s after the change "
+                    f"took effect; need >= {t.polling_interval:g}s, one polling interval)")
     return None
+
+
+def _hpa_limit(rules: Rules, current: int, changes: deque[tuple[float, int]], now: float,
+               up: bool) -> int:
+    """HPA's calculateScaleUp/DownLimitWithBehaviors: the furthest count ``rules`` allow now."""
+    if rules.select_policy == "disabled":
+        return current
+    results = []
+    for typ, value, period in rules.policies:
+        added = sum(d for t, d in changes if t > now - period and d > 0)
+        removed = -sum(d for t, d in changes if t > now - period and d < 0)
+        start = current - added + removed
+        if up:
+            results.append(start + int(value) if typ == "pods"
+                           else math.ceil(start * (1 + value / 100.0) - 1e-9))
+        else:
+            results.append(start - int(value) if typ == "pods"
+                           else int(start * (1 - value / 100.0)))
+    # "max" = the biggest change: the highest limit up, the lowest limit down
+    pick_high = (rules.select_policy == "max") == up
+    return max(results) if pick_high else min(results)
+
+
+def proportional(policy: Policy, current: int, t: Telemetry) -> tuple[int, str]:
+    """HPA's replica calculation over the running containers: ceil(sum / target) per metric,
+    ``current`` while the ratio is within ``tolerance``; the highest proposal wins."""
+    proposals = []
+    why = []
+    n = max(current, 1)
+    pairs = [(policy.metric, policy.target, t.sums.get(policy.metric))]
+    if policy.bytes_target is not None:
+        b = None
+        if BYTES_IN in t.sums and BYTES_OUT in t.sums:
+            b = t.sums[BYTES_IN] + t.sums[BYTES_OUT]
+        pairs.append(("bytes", policy.bytes_target, b))
+    for name, target, total in pairs:
+        if total is None:
+            vals = [t.values.get(m) for m in ((BYTES_IN, BYTES_OUT) if name == "bytes" else (name,))]
+            if any(v is None for v in vals):
+                continue
+            total = sum(v for v in vals if v is not None) * n   # averages x running containers
+        ratio = total / (target * n)
+        if current > 0 and abs(ratio - 1.0) <= policy.tolerance:
+            proposals.append(current)
+            why.append(f"sum {name} {total:.4g} / target {target:g} = {total / target:.2f}, "
+                       f"within tolerance {policy.tolerance:g} of {current}")
+            continue
+        want = math.ceil(total / target - 1e-9)
+        proposals.append(want)
+        why.append(f"sum {name} {total:.4g} / target {target:g} = {total / target:.2f} -> {want}")
+    if not proposals:
+        return current, "no value to decide on"
+    return max(proposals), "; ".join(why)
+
+
+def _decide_proportional(policy: Policy, current: int, telemetry: Telemetry, now: float,
+                         history: History, values: dict[str, float]) -> Decision:
+    lo, hi = policy.replicas_min, policy.replicas_max
+    raw, why = proportional(policy, current, telemetry)
+    rec = max(lo, min(hi, raw))
+    if rec != raw:
+        why += f" (clamped to [{lo}, {hi}])"
+    recs = history.recommendations
+    recs.append((now, rec))
+    keep = max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
+    while recs and recs[0][0] < now - keep:
+        recs.popleft()
+    up_rec = min([rec] + [r for t, r in recs if t >= now - policy.scale_up.stabilization_window])
+    down_rec = max([rec] + [r for t, r in recs
+                            if t >= now - policy.scale_down.stabilization_window])
+    stab = current
+    if stab < up_rec:
+        stab = up_rec
+    if stab > down_rec:
+        stab = down_rec
+    if stab != rec:
+        if rec < current:
+            why += (f"; scale-down stabilized: highest recommendation in the last "
+                    f"{policy.scale_down.stabilization_window:g}s is {down_rec}")
+        else:
+            why += (f"; scale-up stabilized: lowest recommendation in the last "
+                    f"{policy.scale_up.stabilization_window:g}s is {up_rec}")
+    desired = stab
+    if stab > current:
+        limit = _hpa_limit(policy.scale_up, current, history.changes, now, up=True)
+        if limit < stab:
+            desired = max(current, limit)
+            why += f"; limited to {desired} by behavior.scale_up ({policy.scale_up.select_policy})"
+    elif stab < current:
+        limit = _hpa_limit(policy.scale_down, current, history.changes, now, up=False)
+        if limit > stab:
+            desired = min(current, limit)
+            why += f"; limited to {desired} by behavior.scale_down ({policy.scale_down.select_policy})"
+    desired = max(lo, min(hi, desired))
+    if desired == current:
+        return Decision("hold", current, current, why, rec, values)
+    return Decision("up" if desired > current else "down", current, desired, why, rec, values)
 
 
 def recommend(policy: Policy, current: int, values: Mapping[str, float]) -> tuple[int, str]:
@@ -327,6 +564,8 @@ def decide(policy: Policy, current: int, telemetry: Telemetry, now: float,
     problem = check_telemetry(policy, current, telemetry)
     if problem is not None:
         return Decision("hold", current, current, problem, values=values)
+    if policy.mode == "proportional":
+        return _decide_proportional(policy, current, telemetry, now, history, values)
     raw, why = recommend(policy, current, values)
     rec = max(lo, min(hi, raw))
     if rec != raw:
@@ -360,6 +599,11 @@ def decide(policy: Policy, current: int, telemetry: Telemetry, now: float,
     return Decision("down", current, desired, why, rec, values)
 
 
-def record_change(history: History, now: float) -> None:
-    """Note that a change was applied at ``now`` (starts the cool-downs)."""
+def record_change(history: History, now: float, delta: int = 0) -> None:
+    """Note that a change of ``delta`` replicas was applied at ``now`` (starts the cool-downs;
+    HPA's policies count the changes made in their period)."""
     history.last_change = now
+    if delta:
+        history.changes.append((now, delta))
+    while history.changes and history.changes[0][0] < now - MAX_PERIOD:
+        history.changes.popleft()

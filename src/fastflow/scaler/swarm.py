@@ -1,4 +1,5 @@
-"""Docker swarm access for the scaler: read a service, list its running tasks, set its replicas.
+"""Docker swarm access for the scaler: read a service, its tasks (with Docker's task states), the
+nodes' addresses and the labelled services, and set a service's replicas.
 
 Blocking (docker SDK); :mod:`fastflow.scaler.controller` calls it from a thread executor. Updates go through
 the low-level ``APIClient.update_service`` with every part of the service's raw spec as read, so
@@ -12,7 +13,8 @@ import copy
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,69 @@ log = logging.getLogger("fastflow.scaler")
 
 ROLLING_STATES = {"updating", "rollback_started", "paused", "rollback_paused"}
 UPDATE_RETRIES = 3
+# Docker task states (swarmkit api/types.proto TaskState), in order. A task whose observed state
+# is before "running" has (or will have) a container starting; at or after "complete" it has none.
+PRE_RUNNING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
+               "starting")
+TERMINAL = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+LABEL_PREFIX = "fastflow."
+
+
+def parse_time(text: Any) -> float | None:
+    """A Docker RFC 3339 timestamp (nanoseconds, ``Z``) as POSIX seconds; None when unreadable."""
+    if not isinstance(text, str) or len(text) < 20:
+        return None
+    t = text.strip()
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    head, dot, rest = t.partition(".")
+    if dot:   # at most 6 fraction digits for fromisoformat
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        t = head + "." + rest[:min(i, 6)].ljust(6, "0") + rest[i:]
+    try:
+        return datetime.fromisoformat(t).timestamp()
+    except ValueError:
+        return None
+
+
+@dataclass
+class Task:
+    """One task of a service as Docker reports it."""
+
+    id: str
+    name: str            # the container name hsflowd reports: svc.slot.taskid
+    node: str            # NodeID ("" before scheduling)
+    state: str           # Status.State
+    desired: str         # DesiredState
+    timestamp: float | None   # Status.Timestamp: when it entered its state
+    message: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" and self.desired == "running"
+
+    @property
+    def starting(self) -> bool:
+        return self.desired == "running" and self.state in PRE_RUNNING
+
+    @property
+    def stopping(self) -> bool:
+        """Shut down by the orchestrator but its container may still run."""
+        return self.desired != "running" and self.state not in TERMINAL and self.state not in (
+            "new", "allocated", "pending", "assigned")
+
+    def describe(self) -> str:
+        return f"{self.name} {self.state}->{self.desired}"
+
+
+@dataclass
+class Node:
+    id: str
+    hostname: str
+    addr: str            # Status.Addr: the address the node's agent is expected to send from
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class SwarmError(Exception):
@@ -35,6 +100,11 @@ class ServiceInfo:
     version: int
     spec: dict[str, Any]
     update_state: str | None
+    updated_at: float | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.spec.get("Labels") or {})
 
     @property
     def global_mode(self) -> bool:
@@ -137,24 +207,62 @@ class Swarm:
         spec = s.get("Spec") or {}
         return ServiceInfo(id=s["ID"], name=spec.get("Name", name),
                            version=int((s.get("Version") or {}).get("Index", 0)), spec=spec,
-                           update_state=(s.get("UpdateStatus") or {}).get("State"))
+                           update_state=(s.get("UpdateStatus") or {}).get("State"),
+                           updated_at=parse_time(s.get("UpdatedAt")))
+
+    def tasks(self, service: ServiceInfo) -> list[Task]:
+        """Every task Docker still lists for the service (running, starting, stopping and the
+        recent history), with its state, desired state, node and state timestamp."""
+        try:
+            raw = self.api.tasks(filters={"service": service.id})
+        except Exception as exc:
+            raise SwarmError(f"tasks of {service.name}: {_explain(exc)}") from None
+        out = []
+        for t in raw:
+            if t.get("ServiceID") not in (None, service.id):
+                continue
+            st = t.get("Status") or {}
+            slot = t.get("Slot")
+            out.append(Task(id=str(t.get("ID", "")),
+                            name=f"{service.name}.{slot if slot else t.get('NodeID', '')}.{t.get('ID', '')}",
+                            node=str(t.get("NodeID") or ""), state=str(st.get("State", "")),
+                            desired=str(t.get("DesiredState", "")),
+                            timestamp=parse_time(st.get("Timestamp")),
+                            message=str(st.get("Err") or st.get("Message") or "")))
+        return out
+
+    def nodes(self) -> dict[str, Node]:
+        """Node id -> :class:`Node` (hostname and ``Status.Addr``)."""
+        try:
+            raw = self.api.nodes()
+        except Exception as exc:
+            raise SwarmError(f"nodes: {_explain(exc)}") from None
+        out = {}
+        for n in raw:
+            nid = str(n.get("ID", ""))
+            out[nid] = Node(id=nid, hostname=str((n.get("Description") or {}).get("Hostname", "")),
+                            addr=str((n.get("Status") or {}).get("Addr", "")),
+                            labels=dict((n.get("Spec") or {}).get("Labels") or {}))
+        return out
+
+    def labelled_services(self, label: str = LABEL_PREFIX + "scale") -> dict[str, dict[str, str]]:
+        """Services labelled ``label=true`` (any case): name -> their ``fastflow.*`` labels."""
+        try:
+            raw = self.api.services(filters={"label": label})
+        except Exception as exc:
+            raise SwarmError(f"services labelled {label}: {_explain(exc)}") from None
+        out = {}
+        for s in raw:
+            spec = s.get("Spec") or {}
+            labels = spec.get("Labels") or {}
+            if str(labels.get(label, "")).strip().lower() in ("true", "1", "yes", "on"):
+                out[str(spec.get("Name", s.get("ID", "")))] = {
+                    k: str(v) for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
+        return out
 
     def running_tasks(self, service: ServiceInfo) -> list[str]:
         """Names ``svc.slot.taskid`` of the service's tasks that are running and meant to run."""
-        try:
-            tasks = self.api.tasks(filters={"service": service.id, "desired-state": "running"})
-        except Exception as exc:
-            raise SwarmError(f"tasks of {service.name}: {_explain(exc)}") from None
-        names = []
-        for t in tasks:
-            if (t.get("Status") or {}).get("State") != "running":
-                continue
-            if t.get("ServiceID") not in (None, service.id):
-                continue
-            slot = t.get("Slot")
-            # replicated: name.slot.id; (global: name.node.id, never scaled)
-            names.append(f"{service.name}.{slot if slot else t.get('NodeID', '')}.{t['ID']}")
-        return names
+        return [t.name for t in self.tasks(service) if t.running]
 
     def set_replicas(self, name: str, replicas: int, expect_current: int | None = None) -> int:
         """Set ``name``'s replicas, changing nothing else in its spec. Returns the previous count.
