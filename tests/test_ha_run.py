@@ -165,8 +165,8 @@ class Instance:
     def poll_events(self) -> None:
         if self.alive:
             st, ev = get_json(self.http, "/scaler/events/json")
-            if st == 200:
-                self.events = list(ev)
+            if st == 200:   # scaling steps only: the events log also records holds and manual changes
+                self.events = [e for e in ev if e.get("action") in ("up", "down")]
 
 
 def bounded(cond: Callable[[], Any], timeout: float, what: str, diag: Callable[[], Any],

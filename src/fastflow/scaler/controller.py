@@ -786,6 +786,9 @@ class Scaler:
             return True
         st.history = History(last_change=now)
         st.decision, st.desired = None, None
+        # the holder changes the replicas, not an operator: a standby must not read its steps as
+        # manual changes (nor carry that belief into its own term after a takeover)
+        st.expected, st.manual_until = None, 0.0
         self._note(st, f"standby: lease held by {self.lease.holder().get('holder') or 'nobody'}")
         return False
 
