@@ -66,8 +66,8 @@ def test_parser_finds_series() -> None:
 def test_deploy_series_exist_in_a_live_service(tmp_path: Path) -> None:
     names: set[str] = set()
     for e in alert_exprs() + dashboard_exprs():
-        names |= series_in(e.replace("label_values(vir_cpu_utilization, host)",
-                                     "vir_cpu_utilization"))
+        names |= series_in(e.replace("label_values(sflow_vir_cpu_utilization, host)",
+                                     "sflow_vir_cpu_utilization"))
     names.discard("up")      # Prometheus' own per-target series
     env = {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state")}
     p = Proc("--sflow-port", "0", "--http-port", "0", "--bind", "127.0.0.1", "--no-scaler",
@@ -79,16 +79,17 @@ def test_deploy_series_exist_in_a_live_service(tmp_path: Path) -> None:
                             "--speed", "40"], capture_output=True, text=True, timeout=60,
                            env={**os.environ, **env})
         assert r.returncode == 0, r.stderr
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{http}/prometheus/metrics/ALL/ALL/txt", timeout=10) as resp:
-            text = resp.read().decode()
+        text = ""
+        for path in ("/metrics", "/prometheus/metrics/ALL/ALL/txt"):   # the two scrape jobs
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}{path}", timeout=10) as resp:
+                text += resp.read().decode()
     finally:
         assert p.stop() == 0
     exported = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
     missing = sorted(names - exported)
     assert not missing, f"deploy/ uses series the service does not export: {missing}"
     # the labels the dashboard and the rules select on are there too
-    assert re.search(r'^vir_cpu_utilization\{[^}]*host="apache\.', text, re.M)
+    assert re.search(r'^sflow_vir_cpu_utilization\{[^}]*host="apache\.', text, re.M)
     assert re.search(r'^fastflow_decoder_rejected_total\{reason="[^"]+",kind="error"\}', text,
                      re.M)
     assert re.search(r'^fastflow_agent_datagrams_lost_total\{agent="', text, re.M)
