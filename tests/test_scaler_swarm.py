@@ -158,10 +158,13 @@ def test_out_of_sequence_recovers(swarm: SwarmHelper) -> None:
     def interfere(info: ServiceInfo) -> None:
         calls.append(info.version)
         if len(calls) == 1:
-            spec = swarm.client.api.inspect_service(info.id)["Spec"]
+            # the other client reads the version it writes against itself: the engine may have
+            # bumped it since our read (on a loaded machine it sometimes does)
+            cur = swarm.client.api.inspect_service(info.id)
+            spec = cur["Spec"]
             labels = dict(spec.get("Labels") or {}, other="client")
             swarm.client.api.update_service(
-                info.id, version=info.version, name=spec["Name"], labels=labels,
+                info.id, version=cur["Version"]["Index"], name=spec["Name"], labels=labels,
                 mode=spec["Mode"], task_template=spec["TaskTemplate"],
                 endpoint_spec=spec.get("EndpointSpec"), update_config=spec.get("UpdateConfig"),
                 rollback_config=spec.get("RollbackConfig"))
