@@ -9,6 +9,13 @@ from _engine_util import Engine, container, rows
 from fastflow.collector.store import Store
 
 
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against the compiled write kernel and its pure-Python twin."""
+    monkeypatch.setenv("FASTFLOW_PURE_PYTHON", "1" if request.param == "pure" else "0")
+    return str(request.param)
+
+
 def test_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="depth"):
         Store(depth=1)
@@ -128,10 +135,13 @@ def test_expiry_frees_and_reuses_slots() -> None:
     assert len(e.store) == 1
     assert e.store.counts["expired"] == 1
     assert e.store.fresh().sum() == 1
-    rows_used = e.store.rings["virt"].n_rows
-    e.feed(container(3, 1, 1000, ts=t0 + 41))               # a new container reuses the row
-    assert e.store.rings["virt"].n_rows == rows_used
+    assert len(e.store.rings["virt"].used_rows()) == 1
+    e.feed(container(3, 1, 1000, ts=t0 + 41))
     assert len(e.store) == 2
+    assert e.store._compact()                                # holes go, the tables shrink
+    assert e.store.rings["virt"].n_rows == 2 and e.store.n_keys == 2
+    assert e.store.history(1, 3 << 24 | 3, "virt")["seq"].tolist() == [1]
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1, 2]
     # container 2 comes back: a fresh data source with no history
     e.feed(container(2, 9, 50_000, ts=t0 + 50))
     assert e.store.history(1, 3 << 24 | 2, "virt")["seq"].tolist() == [9]
