@@ -14,6 +14,13 @@ from fastflow._schema import COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE
 from fastflow.collector.agentstats import AgentStats
 
 
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against the compiled accounting kernel and its pure-Python twin."""
+    monkeypatch.setenv("FASTFLOW_PURE_PYTHON", "1" if request.param == "pure" else "0")
+    return str(request.param)
+
+
 class Clock:
     def __init__(self, t: float = 1000.0) -> None:
         self.t = t

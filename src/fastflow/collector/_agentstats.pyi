@@ -1,0 +1,13 @@
+"""Type stub for the compiled agent accounting kernel (fastflow.collector._agentstats)."""
+
+from typing import Any
+
+import numpy as np
+
+class AgentKernel:
+    need: int
+    def __init__(self, owner: Any) -> None: ...
+    def bind(self) -> None: ...
+    def datagrams(self, dg: np.ndarray, names: Any, now: float, start: int = 0) -> int: ...
+    def samples(self, tab: np.ndarray, flow: bool, cur: dict[int, int], old: dict[int, int],
+                cap: int, sample_reset: int) -> int: ...
