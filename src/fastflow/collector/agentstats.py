@@ -116,6 +116,15 @@ class AgentStats:
         self.restart_seq = RESTART_SEQ
         self.restart_uptime_ms = RESTART_UPTIME_MS
         self._hw = np.zeros(8, np.int64)
+        e32 = np.zeros(0, np.uint32)
+        self._acnt: np.ndarray = np.zeros((0, _NF), np.int64)
+        self._atime: np.ndarray = np.zeros((0, 2), np.float64)
+        self._aid: np.ndarray = e32
+        self._smax: np.ndarray = e32
+        self._sfirst: np.ndarray = e32
+        self._sup: np.ndarray = e32
+        self._sagent: np.ndarray = e32
+        self._swin: np.ndarray = np.zeros((0, _WORDS), np.uint64)
         self.expired = self.evicted = self.sample_state_evicted = 0
         self._names: list[str] = []
         self._aindex: dict[int, int] = {}
@@ -142,9 +151,10 @@ class AgentStats:
     def _alloc_streams(self, cap: int, keep: np.ndarray | None) -> None:
         n = int(self._hw[H_STREAMS]) if keep is None else len(keep)
         src: Any = slice(0, n) if keep is None else keep
-        new = {"_smax": np.zeros(cap, np.uint32), "_sfirst": np.zeros(cap, np.uint32),
-               "_sup": np.zeros(cap, np.uint32), "_sagent": np.zeros(cap, np.uint32),
-               "_swin": np.zeros((cap, _WORDS), np.uint64)}
+        new: dict[str, np.ndarray] = {
+            "_smax": np.zeros(cap, np.uint32), "_sfirst": np.zeros(cap, np.uint32),
+            "_sup": np.zeros(cap, np.uint32), "_sagent": np.zeros(cap, np.uint32),
+            "_swin": np.zeros((cap, _WORDS), np.uint64)}
         for name, arr in new.items():
             if n:
                 arr[:n] = getattr(self, name)[src]
