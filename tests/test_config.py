@@ -22,7 +22,7 @@ def test_defaults() -> None:
     c = load_config(env={})
     assert (c.collector.bind, c.collector.port, c.collector.rcvbuf, c.collector.batch,
             c.collector.reuseport) == ("0.0.0.0", 6343, 8388608, 1024, False)
-    assert (c.store.depth, c.store.polling_interval) == (32, 10.0)
+    assert (c.store.depth, c.store.polling_interval) == (2, 10.0)
     assert c.expire_after == 30.0             # 3 polling intervals
     assert (c.api.bind, c.api.port, c.api.token) == ("127.0.0.1", 8008, "")
     assert c.scaler == {} and c.flows == {} and c.log.level == "info"

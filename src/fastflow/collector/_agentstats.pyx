@@ -98,10 +98,37 @@ cdef class AgentKernel:
     cdef dict aindex, sindex
     cdef int64_t max_agents, max_streams, max_jump, restart_seq, restart_up, window
     cdef readonly int need
+    cdef object dg_dtype
+    cdef list smp_dtype
+    cdef Py_ssize_t d_size, o_agent, o_sub, o_seq, o_up, o_ts, o_status, status_size
+    cdef Py_ssize_t s_size[2]
+    cdef Py_ssize_t so_agent[2]
+    cdef Py_ssize_t so_seq[2]
+    cdef Py_ssize_t so_type[2]
+    cdef Py_ssize_t so_index[2]
+    cdef Py_ssize_t type_size[2]
+
+    cdef void _dg_layout(self, object dt) except *:
+        f = dt.fields
+        self.d_size = dt.itemsize
+        self.o_agent, self.o_sub = f["agent"][1], f["sub_agent_id"][1]
+        self.o_seq, self.o_up = f["sequence_number"][1], f["uptime"][1]
+        self.o_ts, self.o_status = f["ts"][1], f["status"][1]
+        self.status_size = min(<Py_ssize_t>f["status"][0].itemsize, 8)
+        self.dg_dtype = dt
+
+    cdef void _smp_layout(self, object dt, int k) except *:
+        f = dt.fields
+        self.s_size[k] = dt.itemsize
+        self.so_agent[k], self.so_seq[k] = f["agent"][1], f["sequence_number"][1]
+        self.so_type[k], self.so_index[k] = f["source_id_type"][1], f["source_id_index"][1]
+        self.type_size[k] = min(<Py_ssize_t>f["source_id_type"][0].itemsize, 8)
+        self.smp_dtype[k] = dt
 
     def __cinit__(self, owner):
         self.owner = owner
         self.need = 0
+        self.smp_dtype = [None, None]
 
     def bind(self):
         o = self.owner
@@ -128,12 +155,15 @@ cdef class AgentKernel:
     def datagrams(self, cnp.ndarray dg, object names, double now, Py_ssize_t start=0):
         """Account datagrams ``start..``; returns the first row not processed (see ``need``)."""
         cdef Py_ssize_t n = dg.shape[0], i
-        cdef Py_ssize_t size = dg.dtype.itemsize
-        f = dg.dtype.fields
-        cdef Py_ssize_t o_agent = f["agent"][1], o_sub = f["sub_agent_id"][1]
-        cdef Py_ssize_t o_seq = f["sequence_number"][1], o_up = f["uptime"][1]
-        cdef Py_ssize_t o_ts = f["ts"][1], o_status = f["status"][1]
-        cdef Py_ssize_t status_size = f["status"][0].itemsize
+        if dg.dtype is not self.dg_dtype:
+            self._dg_layout(dg.dtype)
+        if not dg.flags.c_contiguous:
+            dg = dg.copy()
+        cdef Py_ssize_t size = self.d_size
+        cdef Py_ssize_t o_agent = self.o_agent, o_sub = self.o_sub
+        cdef Py_ssize_t o_seq = self.o_seq, o_up = self.o_up
+        cdef Py_ssize_t o_ts = self.o_ts, o_status = self.o_status
+        cdef Py_ssize_t status_size = self.status_size
         cdef char* base = _p(dg)
         cdef char* row
         cdef uint32_t agent, sub, seq, up
@@ -252,11 +282,15 @@ cdef class AgentKernel:
         """Per data source sample-sequence gaps of a flow or counter table; returns how many new
         data sources pushed the state past ``cap`` (the owner rotates it)."""
         cdef Py_ssize_t n = tab.shape[0], i
-        cdef Py_ssize_t size = tab.dtype.itemsize
-        f = tab.dtype.fields
-        cdef Py_ssize_t o_agent = f["agent"][1], o_seq = f["sequence_number"][1]
-        cdef Py_ssize_t o_type = f["source_id_type"][1], o_index = f["source_id_index"][1]
-        cdef Py_ssize_t type_size = f["source_id_type"][0].itemsize
+        cdef int k = 1 if flow else 0
+        if tab.dtype is not self.smp_dtype[k]:
+            self._smp_layout(tab.dtype, k)
+        if not tab.flags.c_contiguous:
+            tab = tab.copy()
+        cdef Py_ssize_t size = self.s_size[k]
+        cdef Py_ssize_t o_agent = self.so_agent[k], o_seq = self.so_seq[k]
+        cdef Py_ssize_t o_type = self.so_type[k], o_index = self.so_index[k]
+        cdef Py_ssize_t type_size = self.type_size[k]
         cdef char* base = _p(tab)
         cdef char* row
         cdef uint32_t agent, seq, index, hi

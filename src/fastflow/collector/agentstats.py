@@ -295,6 +295,11 @@ class AgentStats:
             }
         return out
 
+    def refusals(self) -> dict[str, int]:
+        """Datagrams / samples refused because the agent or stream table was full."""
+        h = self._hw
+        return {"agents_full": int(h[H_REJ_AGENTS] + h[H_REJ_STREAMS] + h[H_REJ_SAMPLES])}
+
     def stats(self) -> dict[str, Any]:
         """Table sizes, caps and refusals (for /healthz and /errors/json)."""
         h = self._hw

@@ -118,6 +118,10 @@ class StringView:
         return self._index.get(text)
 
 
+def _is_vec(a: Any, dt: type) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == dt and a.ndim == 1 and a.flags.c_contiguous
+
+
 @dataclass
 class Batch:
     """One decoder flush. The arrays are views valid only during ``Sink.add``: copy what you keep."""
@@ -171,8 +175,11 @@ class Pipeline:
         ``ts`` is None (every datagram stamped with ``clock.now()``), a float, or a float64 array of
         per-datagram timestamps (epoch seconds).
         """
-        offsets = np.ascontiguousarray(offsets, np.int64)
-        lengths = np.ascontiguousarray(lengths, np.int64)
+        # the live ingest hands int64 / float64 arrays already: no conversion on that path
+        if not _is_vec(offsets, np.int64):
+            offsets = np.ascontiguousarray(offsets, np.int64)
+        if not _is_vec(lengths, np.int64):
+            lengths = np.ascontiguousarray(lengths, np.int64)
         n = len(offsets)
         if len(lengths) != n:
             raise ValueError(f"offsets ({n}) and lengths ({len(lengths)}) differ in length")
@@ -180,18 +187,23 @@ class Pipeline:
             return
         if ts is None:
             tsa = np.full(n, self.clock.now(), np.float64)
+        elif _is_vec(ts, np.float64):
+            tsa = ts
         elif np.ndim(ts) == 0:
             tsa = np.full(n, float(ts), np.float64)
         else:
             tsa = np.ascontiguousarray(ts, np.float64)
-            if len(tsa) != n:
-                raise ValueError(f"ts ({len(tsa)}) and offsets ({n}) differ in length")
+        if len(tsa) != n:
+            raise ValueError(f"ts ({len(tsa)}) and offsets ({n}) differ in length")
         with self.lock:
             dec = self.decoder
             dec.clear()
             i = 0
             while i < n:
-                k = int(dec.feed(buf, offsets[i:], lengths[i:], tsa[i:]))
+                if i:
+                    k = int(dec.feed(buf, offsets[i:], lengths[i:], tsa[i:]))
+                else:
+                    k = int(dec.feed(buf, offsets, lengths, tsa))
                 if k == 0:
                     if dec.n_datagrams or dec.n_counters or dec.n_flows:
                         self._emit()
@@ -272,6 +284,10 @@ class Pipeline:
         out = dict(self.decoder.error_counts())
         if self._counts.oversize:
             out["oversize_datagram"] = self._counts.oversize
+        for sink in self.sinks:             # bounded tables: what they refused (non-zero only)
+            refusals = getattr(sink, "refusals", None)
+            if refusals is not None:
+                out.update({k: v for k, v in refusals().items() if v})
         return out
 
     @property

@@ -462,6 +462,10 @@ class Store:
         key = sum(np.dtype(dt).itemsize for _c, dt in self._KEY_COLUMNS) + 8 * len(self.rings)
         return key + self.rings[group].row_bytes() + 100
 
+    def refusals(self) -> dict[str, int]:
+        """Samples refused because the table was full, or whose uptime disagreed with arrival."""
+        return {"store_full": int(self._cnt[6]), "uptime_mismatch": int(self._cnt[5])}
+
     def stats(self) -> dict[str, Any]:
         """Counts of samples by fate, live data sources, caps and memory (for the API / logs)."""
         return dict(self.counts, data_sources=len(self), max_sources=self.max_sources,
