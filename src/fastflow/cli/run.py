@@ -124,7 +124,8 @@ class Service:
         self.store = Store(depth=cfg.store.depth, expire_after=cfg.expire_after, clock=clock,
                            max_sources=c.max_sources, dt_tolerance=c.dt_tolerance)
         self.agentstats = AgentStats(clock=clock, max_agents=c.max_agents,
-                                     max_streams=c.max_streams, max_sources=c.max_sources)
+                                     max_streams=c.max_streams, max_sources=c.max_sources,
+                                     sample_ttl=cfg.expire_after)
         sinks: list[Any] = [self.store, self.agentstats]
         flows_cfg = dict(cfg.flows)
         enabled = flows_cfg.pop("enabled", True)
@@ -220,7 +221,7 @@ class Service:
         self.stop_event = asyncio.Event()
         self.ingest = UdpIngest(host=c.bind, port=c.port, rcvbuf=c.rcvbuf, batch=c.batch,
                              reuseport=c.reuseport, linger=c.linger, allow=c.agents,
-                             on_batch=self._on_batch)
+                             on_batch=self._on_batch, on_idle=self.pipeline.tick)
         static = STATIC_DIR if (STATIC_DIR / "index.html").is_file() else None
         self.api = ApiServer(self.routes(), a.bind, a.port, token=a.token or None,
                              static_dir=static)

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from fastflow.collector.store import trim_heap
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AgentStats", "SEQ_WINDOW", "RESTART_SEQ", "RESTART_UPTIME_MS", "MAX_JUMP"]
@@ -199,6 +201,12 @@ class AgentStats:
             self.housekeeping(now)
 
     # ---------------------------------------------------------------------------- housekeeping
+    def tick(self) -> None:
+        """Housekeeping without a batch (at most once a second)."""
+        now = self._now()
+        if not 0.0 <= now - self._last_house < 1.0:
+            self.housekeeping(now)
+
     def housekeeping(self, now: float | None = None) -> None:
         """Expire silent agents, evict the stalest when the table was full, rotate the sample
         state, compact the tables (memory given back)."""
@@ -207,8 +215,12 @@ class AgentStats:
         self._last_house = now
         if not 0.0 <= now - self._last_rotate < self.sample_ttl:
             if self._last_rotate > -np.inf:
-                for kind, (cur, _old) in list(self._state.items()):
+                dropped = 0
+                for kind, (cur, old) in list(self._state.items()):
+                    dropped += len(old)
                     self._state[kind] = [{}, cur]
+                if dropped > 4096:
+                    trim_heap()
             self._last_rotate = now
         n = int(self._hw[H_AGENTS])
         live = np.zeros(n, bool)
@@ -233,6 +245,7 @@ class AgentStats:
                             self.max_agents, self.max_streams, refused, m)
         if gone.any():
             self._drop(np.nonzero(live & ~gone)[0])
+            trim_heap()
 
     def _drop(self, keep: np.ndarray) -> None:
         """Keep only agents ``keep`` (slots) and their streams; compact every table."""

@@ -155,7 +155,7 @@ class UdpIngest:
                  batch: int = 1024, reuseport: bool = False,
                  on_batch: OnBatch | None = None, *, max_datagram: int = 9216,
                  pure_python: bool = False, linger: float = 0.02,
-                 allow: Sequence[str] = ()) -> None:
+                 allow: Sequence[str] = (), on_idle: Callable[[], Any] | None = None) -> None:
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be 0..65535, not {port!r}")
         if not 1 <= int(batch) <= 65536:
@@ -178,6 +178,9 @@ class UdpIngest:
         self.reuseport = bool(reuseport)
         self.max_datagram = int(max_datagram)
         self.on_batch = on_batch
+        # called from the receive thread when a receive times out (about every 0.1 s of silence):
+        # housekeeping that must happen without traffic (expiry, memory given back)
+        self.on_idle = on_idle
         # senders allowed (addresses / CIDRs; empty: every sender); checked here, before decoding
         self.allow = tuple(str(a) for a in allow)
         self._allow_arrays = allow_masks(self.allow)
@@ -325,6 +328,12 @@ class UdpIngest:
                                 "(%d in all)", rx.rejected - self._rejected_logged, rx.rejected)
                     self._rejected_logged = rx.rejected
             if n <= 0:
+                if n < 0 and self.on_idle is not None:
+                    try:
+                        self.on_idle()
+                    except Exception:  # noqa: BLE001 - the receive thread must survive it
+                        self.callback_errors += 1
+                        log.exception("on_idle failed")
                 continue
             if self.linger and rx.next_slot < self.batch // 4:
                 n = self._top_up(rx, n)

@@ -195,20 +195,18 @@ class Pipeline:
             tsa = np.ascontiguousarray(ts, np.float64)
         if len(tsa) != n:
             raise ValueError(f"ts ({len(tsa)}) and offsets ({n}) differ in length")
-        with self.lock:
-            dec = self.decoder
-            dec.clear()
-            i = 0
-            while i < n:
+        # the lock is held per decoder flush (at most a table's worth of samples), not for the
+        # whole receive batch: a batch of large datagrams never stalls readers for long
+        dec = self.decoder
+        i = 0
+        while i < n:
+            with self.lock:
+                dec.clear()
                 if i:
                     k = int(dec.feed(buf, offsets[i:], lengths[i:], tsa[i:]))
                 else:
                     k = int(dec.feed(buf, offsets, lengths, tsa))
                 if k == 0:
-                    if dec.n_datagrams or dec.n_counters or dec.n_flows:
-                        self._emit()
-                        dec.clear()
-                        continue
                     # A single datagram bigger than an empty decoder's tables: count and skip it.
                     self._counts.oversize += 1
                     log.warning("datagram %d (%d bytes) overflows the decoder tables; dropped",
@@ -219,6 +217,15 @@ class Pipeline:
                 self._counts.datagrams += k
                 self._emit()
                 dec.clear()
+
+    def tick(self) -> None:
+        """Housekeeping of every sink that has it (expiry, eviction, memory given back), for
+        when no batch arrives; each sink does it at most once a second of its clock."""
+        with self.lock:
+            for sink in self.sinks:
+                fn = getattr(sink, "tick", None)
+                if fn is not None:
+                    fn()
 
     def _emit(self) -> None:
         dec = self.decoder

@@ -110,6 +110,26 @@ def _bits(records: Sequence[str]) -> int:
     return b
 
 
+def trim_heap() -> None:
+    """Hand free heap memory back to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    numpy arrays freed after a shrink may sit below glibc's (dynamic) mmap threshold, in the
+    heap, where ``free`` keeps them: without this the RSS would stay at its peak."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 def _cap_for(n: int) -> int:
     cap = _MIN_CAP
     while cap < n:
@@ -319,6 +339,12 @@ class Store:
         if not 0.0 <= now - self._last_expiry < 1.0:   # at most once a second of clock time
             self.expire(now)
 
+    def tick(self) -> None:
+        """Housekeeping without a batch (at most once a second of clock time)."""
+        now = self.clock.now()
+        if not 0.0 <= now - self._last_expiry < 1.0:
+            self.expire(now)
+
     def write(self, c: np.ndarray) -> None:
         """Write a COUNTER_DTYPE table (row by row in arrival order, in the kernel)."""
         if not c.flags.c_contiguous:
@@ -328,13 +354,22 @@ class Store:
         i = kernel.write(c, 0)
         while i < n:
             need = kernel.need
+            want = min(n - i, 1 << 16) + 1
+            limit = self.max_sources + _MIN_CAP     # capacity never grows past the cap
             if need == 1:
-                if not self._compact(force=False):
-                    self._resize_keys(_cap_for(self.n_keys + min(n - i, 1 << 16) + 1), None)
+                holes = self.n_keys - len(self)
+                if holes and (holes > self.n_keys // 2 or self._kcap >= limit):
+                    self._compact()
+                else:
+                    self._resize_keys(max(min(_cap_for(self.n_keys + want), limit),
+                                          self.n_keys + 1), None)
             else:
                 ring = list(self.rings.values())[need - 2]
-                if not self._compact(force=False):
-                    ring.resize(_cap_for(ring.n_rows + min(n - i, 1 << 16) + 1))
+                holes = ring.n_rows - len(ring.used_rows())
+                if holes and (holes > ring.n_rows // 2 or ring.capacity >= limit):
+                    self._compact()
+                else:
+                    ring.resize(max(min(_cap_for(ring.n_rows + want), limit), ring.n_rows + 1))
             kernel.bind()
             i = kernel.write(c, i)
         self.generation += 1
@@ -407,10 +442,11 @@ class Store:
         remap = np.full(max(n, 1), -1, np.int64)
         remap[keep] = np.arange(len(keep))
         rowmaps_old = {g: self._row[g][keep].copy() for g in self.rings}
-        self._resize_keys(_cap_for(2 * len(keep)), keep)
+        limit = self.max_sources + _MIN_CAP
+        self._resize_keys(max(min(_cap_for(2 * len(keep)), limit), len(keep) + 1), keep)
         for g, ring in self.rings.items():
             used = ring.used_rows()
-            ring.resize(_cap_for(2 * len(used)), used)
+            ring.resize(max(min(_cap_for(2 * len(used)), limit), len(used) + 1), used)
             ring.key_of_row[: len(used)] = remap[ring.key_of_row[: len(used)]]
             rowpos = np.full(max(used.max() + 1 if len(used) else 1, 1), -1, np.int64)
             rowpos[used] = np.arange(len(used))
@@ -418,6 +454,8 @@ class Store:
             self._row[g][: len(keep)] = np.where(old >= 0, rowpos[np.maximum(old, 0)], -1)
         self._index = dict(zip(self.k["key"][: len(keep)].tolist(), range(len(keep)), strict=True))
         self._hw[_H_LIVE] = len(keep)
+        if len(keep) < n // 2:
+            trim_heap()
         self.compactions += 1
         self.generation += 1
         self._kernel.bind()
