@@ -283,3 +283,61 @@ def test_batching_does_not_change_the_counts(seed: int) -> None:
     whole = run([])
     assert whole == run(sorted(set(rng.integers(1, len(dgrams), 15).tolist())))
     assert whole == run(list(range(1, len(dgrams))))
+
+
+# ------------------------------------------------------------------ robust inputs and bounds
+def test_sequence_wrap_is_not_a_restart() -> None:
+    """Issue #11 attack 11: 0xFFFFFFFF -> 0 is the next datagram."""
+    st = AgentStats(clock=Clock())
+    st.add(batch([(1, 0, 0xFFFFFFFD, 1000), (1, 0, 0xFFFFFFFE, 1010)]))
+    st.add(batch([(1, 0, 0xFFFFFFFF, 1020), (1, 0, 0, 1030), (1, 0, 2, 1040)]))
+    st.add(batch([(1, 0, 1, 1050)], counters=[(1, 1, 0xFFFFFFFF), (1, 1, 1)]))  # late; gap of 1
+    s = snap(st)
+    assert s["sFlowAgentRestarts"] == 0
+    assert s["sFlowDatagramsLost"] == 0 and s["sFlowDatagramsOutOfOrder"] == 1
+    assert s["sFlowCounterSamplesLost"] == 1
+
+
+def test_implausible_jump_is_counted_apart_not_as_loss() -> None:
+    st = AgentStats(clock=Clock())
+    st.add(batch([(1, 0, 1, 1000), (1, 0, 2, 1010), (1, 0, 1_000_000_000, 1020),
+                  (1, 0, 1_000_000_001, 1030), (1, 0, 1_000_000_003, 1040)],
+                 counters=[(1, 1, 5), (1, 1, 900_000_000), (1, 1, 900_000_002)]))
+    s = snap(st)
+    assert s["sFlowDatagramsLost"] == 1 and s["sFlowDatagramSequenceJumps"] == 1
+    assert s["sFlowAgentRestarts"] == 0
+    assert s["sFlowCounterSamplesLost"] == 1 and s["sFlowSampleSequenceJumps"] == 1
+
+
+def test_agent_and_stream_caps_refuse_count_and_evict_the_stalest() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, max_agents=2, max_streams=3)
+    st.housekeeping(1000.0)
+    st.add(batch([(1, 0, 1, 10), (1, 5, 1, 10), (2, 0, 1, 10), (3, 0, 1, 10)], ts=999.0))
+    assert st.agents() == ["192.0.2.1", "192.0.2.2"]
+    st.add(batch([(2, 9, 1, 10)], ts=999.5))              # a 4th stream: refused
+    stats = st.stats()
+    assert stats["rejected_agents"] == 1 and stats["rejected_streams"] == 1
+    assert st.refusals() == {"agents_full": 2}
+    assert snap(st, "192.0.2.2")["sFlowDatagramsReceived"] == 2   # still counted for its agent
+    clock.t = 1002.0
+    st.tick()                                            # the stalest agent goes
+    assert st.agents() == ["192.0.2.2"] and st.stats()["evicted"] == 1
+    st.add(batch([(3, 0, 1, 10)], ts=1002.0))
+    assert st.agents() == ["192.0.2.2", "2001:db8::5"]
+    assert st.stats()["streams"] == 2
+
+
+def test_silent_agents_expire_and_sample_state_rotates() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, expire_after=60.0, sample_ttl=30.0)
+    st.add(batch(seqs(1, [1]), counters=[(1, 1, 1)], ts=1000.0))
+    st.add(batch(seqs(2, [1]), counters=[(2, 1, 1)], ts=1000.0))
+    for t in (1031.0, 1050.0):
+        clock.t = t
+        st.add(batch([(2, 0, int(t), 10)], counters=[(2, 1, int(t))], ts=t))
+    assert st.stats()["sample_sources"] == 2         # agent 1's source: in the old generation
+    clock.t = 1070.0
+    st.tick()                                        # rotation: it goes; agent 1 expires
+    assert st.stats()["sample_sources"] == 1
+    assert st.agents() == ["192.0.2.2"] and st.stats()["expired"] == 1
