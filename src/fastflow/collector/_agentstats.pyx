@@ -295,7 +295,8 @@ cdef class AgentKernel:
         cdef char* row
         cdef uint32_t agent, seq, index, hi
         cdef uint64_t stype
-        cdef int64_t a, d, over = 0
+        cdef int64_t a = -1, d, over = 0
+        cdef uint32_t last_agent = 0
         cdef int64_t* ac
         cdef PyObject* ao
         cdef PyObject* vo
@@ -308,12 +309,14 @@ cdef class AgentKernel:
             memcpy(&index, row + o_index, 4)
             stype = 0
             memcpy(&stype, row + o_type, type_size)
-            akey = agent
-            ao = PyDict_GetItem(self.aindex, akey)
-            if ao == NULL:
-                self.hw[H_REJ_SAMPLES] += 1
-                continue
-            a = <object>ao
+            if agent != last_agent or a < 0:     # a datagram's samples share their agent
+                akey = agent
+                ao = PyDict_GetItem(self.aindex, akey)
+                if ao == NULL:
+                    self.hw[H_REJ_SAMPLES] += 1
+                    continue
+                a = <object>ao
+                last_agent = agent
             ac = self.acnt + a * NF
             ac[col_n] += 1
             key = (<uint64_t>agent << 40) | ((stype & 0xFF) << 32) | index

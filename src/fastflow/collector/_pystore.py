@@ -139,11 +139,10 @@ class PyStoreKernel:
                     pos = (int(ring.head[r]) + 1) % depth
                     ring.head[r] = pos
                     ring.count[r] = min(c0 + 1, depth)
-                    for col, _src in ring.sources:
-                        ring.prev[col][r] = ring.last[col][r]
+                    ring.prev[r] = ring.last[r]
                 for col, src in ring.sources:
                     v: Any = rec[src]
                     ring.last[col][r] = v
-                    if ring.keeps_history:
-                        ring.data[col][pos, r] = v
+                if ring.keeps_history:
+                    ring.data[pos, r] = ring.last[r]
         return n

@@ -14,7 +14,7 @@ compacts) its arrays, rebinds and calls again from that row.
 from libc.math cimport fabs
 from libc.stdint cimport int32_t, int64_t, intptr_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
@@ -54,23 +54,39 @@ cdef enum:
 
 
 cdef struct Col:
-    Py_ssize_t src
+    Py_ssize_t src          # offset in the counter row
+    Py_ssize_t dst          # offset in the ring record
     Py_ssize_t size
-    char* last
-    char* prev
-    char* data
-    Py_ssize_t dstride
 
 
 cdef struct Group:
     uint32_t bits
     int ncols
     Col* cols
+    char* last              # records of ``rsize`` bytes, one per row
+    char* prev
+    char* data              # (depth, capacity) records, NULL without history
+    Py_ssize_t rsize
     int64_t* rowmap
     int64_t* head
     int64_t* count
     int64_t* key_of_row
     int64_t capacity
+
+
+# the key table's record (Store.KEY_DTYPE, numpy align=True: the same layout)
+cdef struct KeyRow:
+    uint64_t key
+    double last_ts
+    double last_seen
+    uint32_t agent
+    uint32_t source_id
+    uint32_t last_seq
+    uint32_t last_uptime
+    uint32_t text[4]        # hostname, machine_type, os_name, os_release
+    uint8_t alive
+    uint8_t has
+    uint8_t run
 
 
 cdef inline char* _p(object arr):
@@ -85,17 +101,7 @@ cdef class StoreKernel:
     cdef int depth
     cdef int64_t reorder_ms, wrap_ms, tol_ms, max_sources
     cdef uint32_t host_descr_bit
-    cdef uint64_t* k_key
-    cdef uint32_t* k_agent
-    cdef uint32_t* k_sid
-    cdef uint8_t* k_alive
-    cdef uint8_t* k_has
-    cdef double* k_last_ts
-    cdef double* k_last_seen
-    cdef uint32_t* k_last_seq
-    cdef uint32_t* k_last_up
-    cdef uint8_t* k_run
-    cdef uint32_t* k_text[4]
+    cdef KeyRow* K
     cdef int64_t kcap
     cdef int64_t* hw
     cdef int64_t* cnt
@@ -132,18 +138,12 @@ cdef class StoreKernel:
         self.host_descr_bit = s._host_descr_bit
         self.index = s._index
         k = s.k
-        self.k_key = <uint64_t*>_p(k["key"])
-        self.k_agent = <uint32_t*>_p(k["agent"])
-        self.k_sid = <uint32_t*>_p(k["source_id"])
-        self.k_alive = <uint8_t*>_p(k["alive"])
-        self.k_has = <uint8_t*>_p(k["has"])
-        self.k_last_ts = <double*>_p(k["last_ts"])
-        self.k_last_seen = <double*>_p(k["last_seen"])
-        self.k_last_seq = <uint32_t*>_p(k["last_seq"])
-        self.k_last_up = <uint32_t*>_p(k["last_uptime"])
-        self.k_run = <uint8_t*>_p(k["run"])
-        for j, col in enumerate(s._text_cols):
-            self.k_text[j] = <uint32_t*>_p(k[col])
+        cdef KeyRow probe
+        if k.dtype.itemsize != sizeof(KeyRow) or \
+                k.dtype.fields["run"][1] != <char*>&probe.run - <char*>&probe or \
+                k.dtype.fields["os_release"][1] != <char*>&probe.text[3] - <char*>&probe:
+            raise TypeError("Store.KEY_DTYPE does not match the kernel's KeyRow")
+        self.K = <KeyRow*>_p(k)
         self.kcap = s._kcap
         self.hw = <int64_t*>_p(s._hw)
         self.cnt = <int64_t*>_p(s._cnt)
@@ -166,16 +166,13 @@ cdef class StoreKernel:
             gr.count = <int64_t*>_p(ring.count)
             gr.key_of_row = <int64_t*>_p(ring.key_of_row)
             gr.capacity = ring.capacity
+            gr.rsize = ring.dtype.itemsize
+            gr.last = _p(ring.last)
+            gr.prev = _p(ring.prev)
+            gr.data = _p(ring.data) if ring.keeps_history else NULL
             for j, (col, _src) in enumerate(ring.sources):
-                gr.cols[j].size = ring.last[col].dtype.itemsize
-                gr.cols[j].last = _p(ring.last[col])
-                gr.cols[j].prev = _p(ring.prev[col])
-                if ring.keeps_history:
-                    gr.cols[j].data = _p(ring.data[col])
-                    gr.cols[j].dstride = ring.capacity * gr.cols[j].size
-                else:
-                    gr.cols[j].data = NULL
-                    gr.cols[j].dstride = 0
+                gr.cols[j].size = ring.dtype.fields[col][0].itemsize
+                gr.cols[j].dst = ring.dtype.fields[col][1]
 
     cdef void _set_dtype(self, object dt) except *:
         f = dt.fields
@@ -194,7 +191,7 @@ cdef class StoreKernel:
                 fd = f[src]
                 if fd[0].itemsize != self.groups[g].cols[j].size:
                     raise TypeError(f"counter column {src} is {fd[0]}, the ring holds "
-                                    f"{ring.last[col].dtype}")
+                                    f"{ring.dtype.fields[col][0]}")
                 self.groups[g].cols[j].src = fd[1]
         self.dtype = dt
 
@@ -217,6 +214,8 @@ cdef class StoreKernel:
         cdef PyObject* obj
         cdef Group* gr
         cdef Col* col
+        cdef KeyRow* kr
+        cdef char* lrow
         cdef int64_t* hw = self.hw
         cdef int64_t* cnt = self.cnt
         cdef int depth = self.depth
@@ -248,18 +247,12 @@ cdef class StoreKernel:
                 slot = hw[H_KEYS]
                 hw[H_KEYS] += 1
                 hw[H_LIVE] += 1
-                self.k_key[slot] = key
-                self.k_agent[slot] = agent
-                self.k_sid[slot] = sid
-                self.k_alive[slot] = 1
-                self.k_has[slot] = 0
-                self.k_run[slot] = 0
-                self.k_last_seen[slot] = 0.0
-                self.k_last_ts[slot] = 0.0
-                self.k_last_seq[slot] = 0
-                self.k_last_up[slot] = 0
-                for j in range(4):
-                    self.k_text[j][slot] = 0
+                kr = &self.K[slot]
+                memset(kr, 0, sizeof(KeyRow))
+                kr.key = key
+                kr.agent = agent
+                kr.source_id = sid
+                kr.alive = 1
                 for g in range(self.ngroups):
                     self.groups[g].rowmap[slot] = -1
                 PyDict_SetItem(self.index, pkey, slot)
@@ -273,12 +266,13 @@ cdef class StoreKernel:
             cnt[C_SAMPLES] += 1
             # ---- fate against the newest kept sample
             code = ACCEPT
-            has = self.k_has[slot]
+            kr = &self.K[slot]
+            has = kr.has
             if has:
-                lseq = self.k_last_seq[slot]
-                lup = self.k_last_up[slot]
-                lts = self.k_last_ts[slot]
-                run = self.k_run[slot]
+                lseq = kr.last_seq
+                lup = kr.last_uptime
+                lts = kr.last_ts
+                run = kr.run
                 dseq = <int32_t>(seq - lseq)
                 fwd = up - lup
                 if seq == lseq and up == lup:
@@ -303,7 +297,7 @@ cdef class StoreKernel:
                 continue
             if code == REORDER:
                 cnt[C_REORDER] += 1
-                self.k_run[slot] += 1
+                kr.run += 1
                 continue
             if code == RESET:
                 cnt[C_RESET] += 1
@@ -312,16 +306,16 @@ cdef class StoreKernel:
                     if r >= 0:
                         self.groups[g].count[r] = 0
             cnt[C_ACCEPTED] += 1
-            self.k_has[slot] = 1
-            self.k_last_seq[slot] = seq
-            self.k_last_up[slot] = up
-            self.k_last_ts[slot] = t
-            if t > self.k_last_seen[slot]:
-                self.k_last_seen[slot] = t
-            self.k_run[slot] = 0
+            kr.has = 1
+            kr.last_seq = seq
+            kr.last_uptime = up
+            kr.last_ts = t
+            if t > kr.last_seen:
+                kr.last_seen = t
+            kr.run = 0
             if mask & self.host_descr_bit:
                 for j in range(4):
-                    memcpy(&self.k_text[j][slot], row + self.o_text[j], 4)
+                    memcpy(&kr.text[j], row + self.o_text[j], 4)
             for g in range(self.ngroups):
                 gr = &self.groups[g]
                 if not (mask & gr.bits):
@@ -335,19 +329,17 @@ cdef class StoreKernel:
                     gr.count[r] = 0
                     gr.head[r] = depth - 1
                 c0 = gr.count[r]
+                lrow = gr.last + r * gr.rsize
                 if code == SAME and c0 > 0:
                     pos = gr.head[r]
                 else:
                     pos = (gr.head[r] + 1) % depth
                     gr.head[r] = pos
                     gr.count[r] = c0 + 1 if c0 < depth else depth
-                    for j in range(gr.ncols):
-                        col = &gr.cols[j]
-                        memcpy(col.prev + r * col.size, col.last + r * col.size, col.size)
+                    memcpy(gr.prev + r * gr.rsize, lrow, gr.rsize)
                 for j in range(gr.ncols):
                     col = &gr.cols[j]
-                    memcpy(col.last + r * col.size, row + col.src, col.size)
-                    if col.data != NULL:
-                        memcpy(col.data + pos * col.dstride + r * col.size, row + col.src,
-                               col.size)
+                    memcpy(lrow + col.dst, row + col.src, col.size)
+                if gr.data != NULL:
+                    memcpy(gr.data + (pos * gr.capacity + r) * gr.rsize, lrow, gr.rsize)
         return n

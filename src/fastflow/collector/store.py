@@ -158,10 +158,13 @@ class Ring:
             (col, col) for col, _dt in self.columns[4:]]
         self._hw = hw if hw is not None else np.zeros(1, np.int64)
         self._hwi = hw_index
+        # one record per row (newest and previous sample side by side in memory: a write touches
+        # a few cache lines, not one per column); ``last[col]`` is a column view for the metrics
+        self.dtype = np.dtype(self.columns)
         self.capacity = 0
-        self.data: dict[str, np.ndarray] = {}
-        self.last: dict[str, np.ndarray] = {}
-        self.prev: dict[str, np.ndarray] = {}
+        self.data = np.zeros((0, 0), self.dtype)
+        self.last = np.zeros(0, self.dtype)
+        self.prev = np.zeros(0, self.dtype)
         self.head = np.zeros(0, np.int64)
         self.count = np.zeros(0, np.int64)
         self.key_of_row = np.zeros(0, np.int64)
@@ -179,23 +182,22 @@ class Ring:
             keep = np.arange(min(self.n_rows, self.capacity))
         nk = len(keep)
         depth_h = self.depth if self.keeps_history else 0
-        for col, dt in self.columns:
-            arr = np.zeros((depth_h, capacity), dt)
-            if nk and depth_h:
-                arr[:, :nk] = self.data[col][:, keep]
-            self.data[col] = arr
-            for d in (self.last, self.prev):
-                flat = np.zeros(capacity, dt)
-                if nk:
-                    flat[:nk] = d[col][keep]
-                d[col] = flat
+        data = np.zeros((depth_h, capacity), self.dtype)
+        if nk and depth_h:
+            data[:, :nk] = self.data[:, keep]
+        self.data = data
+        for attr in ("last", "prev"):
+            flat = np.zeros(capacity, self.dtype)
+            if nk:
+                flat[:nk] = getattr(self, attr)[keep]
+            setattr(self, attr, flat)
         for attr, fill in (("head", 0), ("count", 0), ("key_of_row", -1)):
             new = np.full(capacity, fill, np.int64)
             if nk:
                 new[:nk] = getattr(self, attr)[keep]
             setattr(self, attr, new)
         self.capacity = capacity
-        self._hw[self._hwi] = nk if keep is not None else self._hw[self._hwi]
+        self._hw[self._hwi] = nk
 
     def release(self, rows: np.ndarray) -> None:
         """Give rows back (their data source expired); the store compacts them away later."""
@@ -203,9 +205,8 @@ class Ring:
         self.key_of_row[rows] = -1
 
     def nbytes(self) -> int:
-        return (sum(a.nbytes for a in self.data.values()) + self.head.nbytes + self.count.nbytes
-                + self.key_of_row.nbytes + sum(a.nbytes for a in self.last.values())
-                + sum(a.nbytes for a in self.prev.values()))
+        return (self.data.nbytes + self.last.nbytes + self.prev.nbytes + self.head.nbytes
+                + self.count.nbytes + self.key_of_row.nbytes)
 
     def row_bytes(self) -> int:
         """Bytes one row costs (newest + previous sample, history, head / count / key)."""
@@ -219,16 +220,10 @@ class Ring:
     def history(self, row: int) -> np.ndarray:
         """The valid samples of one row, oldest first, as a structured array (for inspection)."""
         n = int(self.count[row])
-        out = np.zeros(n, [(c, dt) for c, dt in self.columns])
         if not self.keeps_history:
-            for col, _dt in self.columns:
-                vals = [self.prev[col][row], self.last[col][row]][2 - n:] if n else []
-                out[col] = vals
-            return out
+            return np.array([self.prev[row], self.last[row]][2 - n:] if n else [], self.dtype)
         pos = (int(self.head[row]) - np.arange(n - 1, -1, -1)) % self.depth
-        for col, _dt in self.columns:
-            out[col] = self.data[col][pos, row]
-        return out
+        return self.data[pos, row].copy()
 
 
 class Store:
@@ -241,12 +236,14 @@ class Store:
     ``dt_tolerance``: seconds of slack in the uptime-vs-arrival check (negative: no check).
     """
 
+    # one aligned record per slot, largest fields first (the C struct KeyRow in _store.pyx)
     _KEY_COLUMNS: tuple[tuple[str, str], ...] = (
-        ("key", "<u8"), ("agent", "<u4"), ("source_id", "<u4"), ("alive", "?"), ("has", "?"),
-        ("last_ts", "<f8"), ("last_seen", "<f8"), ("last_seq", "<u4"), ("last_uptime", "<u4"),
-        ("run", "<u1"), ("hostname", "<u4"), ("machine_type", "<u4"), ("os_name", "<u4"),
-        ("os_release", "<u4"),
+        ("key", "<u8"), ("last_ts", "<f8"), ("last_seen", "<f8"), ("agent", "<u4"),
+        ("source_id", "<u4"), ("last_seq", "<u4"), ("last_uptime", "<u4"), ("hostname", "<u4"),
+        ("machine_type", "<u4"), ("os_name", "<u4"), ("os_release", "<u4"), ("alive", "?"),
+        ("has", "?"), ("run", "<u1"),
     )
+    KEY_DTYPE = np.dtype(list(_KEY_COLUMNS), align=True)
 
     def __init__(self, depth: int = 2, expire_after: float = 30.0, clock: Clock | None = None,
                  reorder_window: float = 60.0, capacity: int = _MIN_CAP, *,
@@ -284,7 +281,7 @@ class Store:
         self.generation = 0                     # bumped on every change (metrics cache key)
         self._index: dict[int, int] = {}        # agent << 32 | source_id -> key slot
         self._kcap = 0
-        self.k: dict[str, np.ndarray] = {}
+        self.k: np.ndarray = np.zeros(0, self.KEY_DTYPE)   # k[col]: a column view
         self._row: dict[str, np.ndarray] = {}   # group -> row of each key slot (-1: none)
         self._last_expiry = -np.inf
         self._last_full_log = -np.inf
@@ -314,11 +311,10 @@ class Store:
     def _resize_keys(self, capacity: int, keep: np.ndarray | None) -> None:
         nk = len(keep) if keep is not None else self.n_keys
         src = keep if keep is not None else slice(0, nk)
-        for col, dt in self._KEY_COLUMNS:
-            arr = np.zeros(capacity, dt)
-            if nk:
-                arr[:nk] = self.k[col][src]
-            self.k[col] = arr
+        k = np.zeros(capacity, self.KEY_DTYPE)
+        if nk:
+            k[:nk] = self.k[src]
+        self.k = k
         for g in self.rings:
             arr = np.full(capacity, -1, np.int64)
             if nk:
@@ -492,12 +488,12 @@ class Store:
 
     def nbytes(self) -> int:
         """Memory held by the key table and the rings (numpy arrays; the slot index is extra)."""
-        return (sum(a.nbytes for a in self.k.values()) + sum(a.nbytes for a in self._row.values())
+        return (self.k.nbytes + sum(a.nbytes for a in self._row.values())
                 + sum(r.nbytes() for r in self.rings.values()))
 
     def bytes_per_source(self, group: str = "virt") -> int:
         """What one data source of ``group`` costs: key slot, ring row, slot index entry (~100 B)."""
-        key = sum(np.dtype(dt).itemsize for _c, dt in self._KEY_COLUMNS) + 8 * len(self.rings)
+        key = self.KEY_DTYPE.itemsize + 8 * len(self.rings)
         return key + self.rings[group].row_bytes() + 100
 
     def refusals(self) -> dict[str, int]:
