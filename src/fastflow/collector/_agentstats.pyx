@@ -206,16 +206,17 @@ cdef class AgentKernel:
                 hw[H_AGENTS] += 1
                 hw[H_AGENTS_LIVE] += 1
                 memset(self.acnt + a * NF, 0, NF * 8)
-                self.atime[2 * a] = t
-                self.atime[2 * a + 1] = 0.0
+                self.atime[3 * a] = t
+                self.atime[3 * a + 1] = 0.0
                 self.aid[a] = agent
                 self.owner._named(a, names[agent] or "unknown")
                 PyDict_SetItem(self.aindex, akey, a)
             else:
                 a = <object>ao
             ac = self.acnt + a * NF
-            if t > self.atime[2 * a + 1]:
-                self.atime[2 * a + 1] = t
+            if t > self.atime[3 * a + 1]:
+                self.atime[3 * a + 1] = t
+            self.atime[3 * a + 2] = now          # by the clock: what expiry goes by
             ac[A_DGRAMS] += 1
             if status != 0:
                 ac[A_ERRORS] += 1

@@ -71,13 +71,14 @@ class PyAgentKernel:
                 hw[H_AGENTS] += 1
                 hw[H_AGENTS_LIVE] += 1
                 o._acnt[a] = 0
-                o._atime[a] = (t, 0.0)
+                o._atime[a] = (t, 0.0, 0.0)
                 o._aid[a] = agent
                 o._named(a, names[agent] or "unknown")
                 o._aindex[agent] = a
             ac = o._acnt[a]
             if t > o._atime[a, 1]:
                 o._atime[a, 1] = t
+            o._atime[a, 2] = now
             ac[A_DGRAMS] += 1
             if status:
                 ac[A_ERRORS] += 1

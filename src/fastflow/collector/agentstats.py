@@ -120,7 +120,7 @@ class AgentStats:
         self._hw = np.zeros(8, np.int64)
         e32 = np.zeros(0, np.uint32)
         self._acnt: np.ndarray = np.zeros((0, _NF), np.int64)
-        self._atime: np.ndarray = np.zeros((0, 2), np.float64)
+        self._atime: np.ndarray = np.zeros((0, 3), np.float64)   # first, last (ts), touched
         self._aid: np.ndarray = e32
         self._smax: np.ndarray = e32
         self._sfirst: np.ndarray = e32
@@ -143,7 +143,7 @@ class AgentStats:
         n = int(self._hw[H_AGENTS]) if keep is None else len(keep)
         src: Any = slice(0, n) if keep is None else keep
         acnt = np.zeros((cap, _NF), np.int64)
-        atime = np.zeros((cap, 2), np.float64)
+        atime = np.zeros((cap, 3), np.float64)
         aid = np.zeros(cap, np.uint32)
         if n:
             acnt[:n], atime[:n], aid[:n] = self._acnt[src], self._atime[src], self._aid[src]
@@ -226,7 +226,7 @@ class AgentStats:
         live = np.zeros(n, bool)
         if self._aindex:
             live[np.fromiter(self._aindex.values(), np.int64, len(self._aindex))] = True
-        last = self._atime[:n, 1]
+        last = self._atime[:n, 2]                   # clock time of the newest datagram
         gone = live & (last < now - self.expire_after)
         self.expired += int(gone.sum())
         refused = int(self._hw[H_FULL])
@@ -287,7 +287,7 @@ class AgentStats:
             if agent is not None and name != agent:
                 continue
             c = self._acnt[a].tolist()
-            first, last = self._atime[a].tolist()
+            first, last, _touched = self._atime[a].tolist()
             out[name] = {
                 "sFlowDatagramsReceived": c[A_DGRAMS],
                 "sFlowDatagramsLost": max(c[A_LOST], 0),
