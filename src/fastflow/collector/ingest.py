@@ -355,22 +355,28 @@ class UdpIngest:
                     log.exception("on_batch failed (%d failures so far)", self.callback_errors)
 
     def _top_up(self, rx: Any, n: int) -> int:
-        """Let a sparse batch fill: take what arrived every ``_LINGER_STEP`` seconds (so at most
-        that much traffic waits in the socket buffer between two receives, however long the
-        linger) until it is a quarter full or ``linger`` has passed. Returns the row count."""
+        """Let a sparse batch fill until it is a quarter full or ``linger`` has passed. The first
+        wait is ``_LINGER_STEP`` (2 ms); each next one is as long as the rate seen so far needs to
+        fill the quarter (at most the rest of the linger): few wake-ups at low rates, and at high
+        rates no more than about a quarter batch waits in the socket buffer. Returns the rows."""
         quarter = self.batch // 4
-        deadline = time.monotonic() + self.linger
+        t0 = time.monotonic()
+        deadline = t0 + self.linger
+        step = _LINGER_STEP
+        have = rx.next_slot
         while rx.next_slot < quarter and not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            time.sleep(min(_LINGER_STEP, left))
+            time.sleep(min(step, left))
             try:
                 more = rx.recv(rx.next_slot, n, False)
             except OSError:
                 break
             if more > n:
                 n = more
+            rate = (rx.next_slot - have) / max(time.monotonic() - t0, 1e-6)
+            step = max(_LINGER_STEP, (quarter - rx.next_slot) / rate) if rate > 0 else left
         return n
 
     # ----------------------------------------------------------------------------------- stats
