@@ -130,6 +130,17 @@ def trim_heap() -> None:
 _TRIM: Any = None
 
 
+def _take(dst: np.ndarray, src: np.ndarray, keep: np.ndarray | slice, n: int) -> None:
+    """``dst[..., :n] = src[..., keep]`` for record arrays, as raw bytes (numpy would copy a
+    structured dtype field by field: ~10 x slower on a growing table)."""
+    if not n:
+        return
+    isz = src.dtype.itemsize
+    d = dst.view(np.uint8).reshape(*dst.shape, isz)
+    s = src.view(np.uint8).reshape(*src.shape, isz)
+    d[..., :n, :] = s[..., keep, :]
+
+
 def _cap_for(n: int) -> int:
     cap = _MIN_CAP
     while cap < n:
@@ -178,23 +189,25 @@ class Ring:
     def resize(self, capacity: int, keep: np.ndarray | None = None) -> None:
         """Reallocate for ``capacity`` rows, keeping rows ``keep`` (default: every used row) as
         rows 0..len(keep)-1."""
+        sel: np.ndarray | slice
         if keep is None:
-            keep = np.arange(min(self.n_rows, self.capacity))
-        nk = len(keep)
+            nk = min(self.n_rows, self.capacity)
+            sel = slice(0, nk)
+        else:
+            nk, sel = len(keep), keep
         depth_h = self.depth if self.keeps_history else 0
         data = np.zeros((depth_h, capacity), self.dtype)
-        if nk and depth_h:
-            data[:, :nk] = self.data[:, keep]
+        if depth_h:
+            _take(data, self.data, sel, nk)
         self.data = data
         for attr in ("last", "prev"):
             flat = np.zeros(capacity, self.dtype)
-            if nk:
-                flat[:nk] = getattr(self, attr)[keep]
+            _take(flat, getattr(self, attr), sel, nk)
             setattr(self, attr, flat)
         for attr, fill in (("head", 0), ("count", 0), ("key_of_row", -1)):
             new = np.full(capacity, fill, np.int64)
             if nk:
-                new[:nk] = getattr(self, attr)[keep]
+                new[:nk] = getattr(self, attr)[sel]
             setattr(self, attr, new)
         self.capacity = capacity
         self._hw[self._hwi] = nk
@@ -312,8 +325,7 @@ class Store:
         nk = len(keep) if keep is not None else self.n_keys
         src = keep if keep is not None else slice(0, nk)
         k = np.zeros(capacity, self.KEY_DTYPE)
-        if nk:
-            k[:nk] = self.k[src]
+        _take(k, self.k, src, nk)
         self.k = k
         for g in self.rings:
             arr = np.full(capacity, -1, np.int64)
