@@ -143,3 +143,22 @@ def test_missing_file() -> None:
 def test_config_error_is_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
     assert isinstance(Config(), Config)
+
+
+def test_collector_bounds_and_allow_list(tmp_path: Path) -> None:
+    p = write(tmp_path, '[collector]\nagents = ["10.0.0.0/8", "2001:db8::/32"]\nmax_sources = 1000\n'
+                        "dt_tolerance = -1\n")
+    c = load_config(p, env={"FASTFLOW_COLLECTOR_MAX_AGENTS": "50"})
+    assert c.collector.agents == ["10.0.0.0/8", "2001:db8::/32"]
+    assert (c.collector.max_sources, c.collector.max_agents, c.collector.max_streams) == \
+        (1000, 50, 131072)
+    assert c.collector.dt_tolerance == -1.0
+    env = load_config(env={"FASTFLOW_COLLECTOR_AGENTS": "10.1.0.0/16, 192.0.2.7"})
+    assert env.collector.agents == ["10.1.0.0/16", "192.0.2.7"]
+    assert load_config(env={}).collector.agents == []
+    with pytest.raises(ConfigError, match=r"\[collector\] agents: 'nope' is not an address"):
+        load_config(write(tmp_path, '[collector]\nagents = ["nope"]\n'), env={})
+    with pytest.raises(ConfigError, match="expected a list of strings"):
+        load_config(write(tmp_path, "[collector]\nagents = [1]\n"), env={})
+    with pytest.raises(ConfigError, match=r"\[collector\] max_sources"):
+        load_config(env={"FASTFLOW_COLLECTOR_MAX_SOURCES": "0"})
