@@ -341,3 +341,26 @@ def test_silent_agents_expire_and_sample_state_rotates() -> None:
     st.tick()                                        # rotation: it goes; agent 1 expires
     assert st.stats()["sample_sources"] == 1
     assert st.agents() == ["192.0.2.2"] and st.stats()["expired"] == 1
+
+
+def test_sample_state_is_bounded_and_shrinks() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, max_sources=100, sample_ttl=10.0)
+    st.add(batch(seqs(1, [1]), counters=[(1, i, 5) for i in range(250)], ts=1000.0))
+    s = st.stats()
+    assert s["sample_sources"] == 150 and s["sample_state_evicted"] == 100   # 2 rotations
+    # a source of the older generation still counts gaps; the dropped ones start afresh
+    st.add(batch(seqs(1, [2]), counters=[(1, 249, 8), (1, 10, 9)], ts=1000.0))
+    assert snap(st)["sFlowCounterSamplesLost"] == 2
+    big = st.stats()["bytes"]
+    for t in (1011.0, 1022.0, 1033.0):                    # silence: generations rotate away
+        clock.t = t
+        st.tick()
+    assert st.stats()["sample_sources"] == 0
+    grown = AgentStats(clock=Clock(1000.0), max_sources=1_000_000, sample_ttl=10.0)
+    grown.add(batch(seqs(1, [1]), counters=[(1, i, 5) for i in range(5000)], ts=1000.0))
+    peak = grown.stats()["bytes"]
+    for t in (1011.0, 1022.0, 1033.0):
+        grown.clock.t = t
+        grown.tick()
+    assert grown.stats()["bytes"] < peak / 4 and big > 0

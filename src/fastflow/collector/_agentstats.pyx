@@ -16,6 +16,8 @@ cimport numpy as cnp
 from cpython.dict cimport PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
 from cpython.object cimport PyObject
 
+import numpy as np
+
 cnp.import_array()
 
 # per-agent counter columns (agentstats.A_FIELDS order)
@@ -53,6 +55,16 @@ cdef enum:
 
 cdef inline char* _p(object arr):
     return <char*>cnp.PyArray_DATA(arr)
+
+
+cdef inline uint64_t _mix(uint64_t x):
+    """splitmix64's finaliser: the slot hash of a sample-state key."""
+    x ^= x >> 30
+    x *= <uint64_t>0xBF58476D1CE4E5B9
+    x ^= x >> 27
+    x *= <uint64_t>0x94D049BB133111EB
+    x ^= x >> 31
+    return x
 
 
 cdef inline bint _bit(uint64_t* w, int64_t b):
@@ -278,10 +290,11 @@ cdef class AgentKernel:
                 self.s_up[s] = up
         return n
 
-    def samples(self, cnp.ndarray tab, bint flow, dict cur, dict old, int64_t cap,
+    def samples(self, cnp.ndarray tab, bint flow, object table, int64_t cap,
                 int64_t sample_reset):
-        """Per data source sample-sequence gaps of a flow or counter table; returns how many new
-        data sources pushed the state past ``cap`` (the owner rotates it)."""
+        """Per data source sample-sequence gaps of a flow or counter table, state in ``table``
+        (a :class:`SeqTable`: open addressing, two generations; it has room for ``len(tab)``
+        more keys when called)."""
         cdef Py_ssize_t n = tab.shape[0], i
         cdef int k = 1 if flow else 0
         if tab.dtype is not self.smp_dtype[k]:
@@ -295,14 +308,19 @@ cdef class AgentKernel:
         cdef char* base = _p(tab)
         cdef char* row
         cdef uint32_t agent, seq, index, hi
-        cdef uint64_t stype
-        cdef int64_t a = -1, d, over = 0
+        cdef uint64_t stype, key, h
+        cdef int64_t a = -1, d
         cdef uint32_t last_agent = 0
         cdef int64_t* ac
         cdef PyObject* ao
-        cdef PyObject* vo
         cdef int col_n = A_FLOWS if flow else A_COUNTERS
         cdef int col_l = A_FLOW_LOST if flow else A_COUNTER_LOST
+        cdef uint64_t* tkeys = <uint64_t*>_p(table.keys)
+        cdef uint32_t* thi = <uint32_t*>_p(table.hi)
+        cdef uint32_t* tstamp = <uint32_t*>_p(table.stamp)
+        cdef int64_t* meta = <int64_t*>_p(table.meta)      # gen, n_cur, n_old, used, evicted
+        cdef uint64_t mask = <uint64_t>table.keys.shape[0] - 1
+        cdef bint found
         for i in range(n):
             row = base + i * size
             memcpy(&agent, row + o_agent, 4)
@@ -320,27 +338,64 @@ cdef class AgentKernel:
                 last_agent = agent
             ac = self.acnt + a * NF
             ac[col_n] += 1
-            key = (<uint64_t>agent << 40) | ((stype & 0xFF) << 32) | index
-            vo = PyDict_GetItem(cur, key)
-            if vo == NULL:
-                vo = PyDict_GetItem(old, key)
-                if vo == NULL:
-                    PyDict_SetItem(cur, key, seq)
-                    if len(cur) >= cap:
-                        over += 1
-                    continue
-                hi = <object>vo
-                PyDict_DelItem(old, key)
-            else:
-                hi = <object>vo
+            key = ((<uint64_t>agent << 40) | ((stype & 0xFF) << 32) | index) + 1
+            h = _mix(key) & mask
+            while tkeys[h] != 0 and tkeys[h] != key:
+                h = (h + 1) & mask
+            found = tkeys[h] == key and <int64_t>tstamp[h] >= meta[0] - 1
+            if not found:                        # new (or an entry of a dropped generation)
+                if tkeys[h] == 0:
+                    tkeys[h] = key
+                    meta[3] += 1
+                thi[h] = seq
+                tstamp[h] = <uint32_t>meta[0]
+                meta[1] += 1
+                if meta[1] >= cap:               # full: the older generation goes now
+                    meta[4] += meta[2]
+                    meta[2] = meta[1]
+                    meta[1] = 0
+                    meta[0] += 1
+                continue
+            if <int64_t>tstamp[h] != meta[0]:     # from the older generation: now current
+                tstamp[h] = <uint32_t>meta[0]
+                meta[2] -= 1
+                meta[1] += 1
+            hi = thi[h]
             d = <int32_t>(seq - hi)
             if d > 0:
                 if d > self.max_jump:
                     ac[A_SAMPLE_JUMPS] += 1
                 else:
                     ac[col_l] += d - 1
-                hi = seq
+                thi[h] = seq
             elif -d > sample_reset:
-                hi = seq
-            PyDict_SetItem(cur, key, hi)
-        return over
+                thi[h] = seq
+        return n
+
+    def rehash(self, object table, int64_t capacity):
+        """Move ``table``'s entries of the two live generations into fresh arrays of
+        ``capacity`` slots (a power of two); entries of dropped generations are left behind."""
+        cdef uint64_t* ok = <uint64_t*>_p(table.keys)
+        cdef uint32_t* ohi = <uint32_t*>_p(table.hi)
+        cdef uint32_t* ost = <uint32_t*>_p(table.stamp)
+        cdef int64_t old_n = table.keys.shape[0], j, used = 0
+        cdef int64_t min_stamp = table.meta[0] - 1
+        keys = np.zeros(capacity, np.uint64)
+        hi = np.zeros(capacity, np.uint32)
+        stamp = np.zeros(capacity, np.uint32)
+        cdef uint64_t* nk = <uint64_t*>_p(keys)
+        cdef uint32_t* nhi = <uint32_t*>_p(hi)
+        cdef uint32_t* nst = <uint32_t*>_p(stamp)
+        cdef uint64_t mask = <uint64_t>capacity - 1, h
+        for j in range(old_n):
+            if ok[j] == 0 or <int64_t>ost[j] < min_stamp:
+                continue
+            h = _mix(ok[j]) & mask
+            while nk[h] != 0:
+                h = (h + 1) & mask
+            nk[h] = ok[j]
+            nhi[h] = ohi[j]
+            nst[h] = ost[j]
+            used += 1
+        table.keys, table.hi, table.stamp = keys, hi, stamp
+        table.meta[3] = used

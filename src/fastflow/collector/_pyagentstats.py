@@ -133,12 +133,12 @@ class PyAgentKernel:
                 o._sup[s] = up
         return len(dg)
 
-    def samples(self, tab: np.ndarray, flow: bool, cur: dict[int, int], old: dict[int, int],
-                cap: int, sample_reset: int) -> int:
+    def samples(self, tab: np.ndarray, flow: bool, table: Any, cap: int, sample_reset: int) -> int:
         o = self.owner
         col_n = A_FLOWS if flow else A_COUNTERS
         col_l = A_FLOW_LOST if flow else A_COUNTER_LOST
-        over = 0
+        keys, his, stamps, meta = table.keys, table.hi, table.stamp, table.meta
+        mask = len(keys) - 1
         for r in tab:
             agent, seq = int(r["agent"]), int(r["sequence_number"])
             a = o._aindex.get(agent)
@@ -147,23 +147,68 @@ class PyAgentKernel:
                 continue
             ac = o._acnt[a]
             ac[col_n] += 1
-            key = agent << 40 | (int(r["source_id_type"]) & 0xFF) << 32 | int(r["source_id_index"])
-            hi = cur.get(key)
-            if hi is None:
-                hi = old.pop(key, None)
-                if hi is None:
-                    cur[key] = seq
-                    if len(cur) >= cap:
-                        over += 1
-                    continue
-            d = _i32(seq - hi)
+            key = (agent << 40 | (int(r["source_id_type"]) & 0xFF) << 32
+                   | int(r["source_id_index"])) + 1
+            h = mix(key) & mask
+            while keys[h] != 0 and keys[h] != key:
+                h = (h + 1) & mask
+            if not (keys[h] == key and int(stamps[h]) >= meta[0] - 1):
+                if keys[h] == 0:
+                    keys[h] = key
+                    meta[3] += 1
+                his[h] = seq
+                stamps[h] = meta[0]
+                meta[1] += 1
+                if meta[1] >= cap:
+                    meta[4] += meta[2]
+                    meta[2] = meta[1]
+                    meta[1] = 0
+                    meta[0] += 1
+                continue
+            if int(stamps[h]) != meta[0]:
+                stamps[h] = meta[0]
+                meta[2] -= 1
+                meta[1] += 1
+            d = _i32(seq - int(his[h]))
             if d > 0:
                 if d > o.max_jump:
                     ac[A_SAMPLE_JUMPS] += 1
                 else:
                     ac[col_l] += d - 1
-                hi = seq
+                his[h] = seq
             elif -d > sample_reset:
-                hi = seq
-            cur[key] = hi
-        return over
+                his[h] = seq
+        return len(tab)
+
+    def rehash(self, table: Any, capacity: int) -> None:
+        keys = np.zeros(capacity, np.uint64)
+        his = np.zeros(capacity, np.uint32)
+        stamps = np.zeros(capacity, np.uint32)
+        mask = capacity - 1
+        min_stamp = int(table.meta[0]) - 1
+        used = 0
+        for k, hi, st in zip(table.keys.tolist(), table.hi.tolist(), table.stamp.tolist(),
+                             strict=True):
+            if k == 0 or st < min_stamp:
+                continue
+            h = mix(k) & mask
+            while keys[h] != 0:
+                h = (h + 1) & mask
+            keys[h], his[h], stamps[h] = k, hi, st
+            used += 1
+        table.keys, table.hi, table.stamp = keys, his, stamps
+        table.meta[3] = used
+
+
+_M64 = (1 << 64) - 1
+
+
+def mix(x: int) -> int:
+    """splitmix64's finaliser (the compiled kernel's slot hash)."""
+    x = int(x)
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64
+    x ^= x >> 31
+    return x

@@ -95,6 +95,52 @@ def _cap_for(n: int) -> int:
     return cap
 
 
+class SeqTable:
+    """Per data source highest sample sequence number: open addressing (``keys`` 0 = empty,
+    else key + 1; linear probing), two generations by ``stamp`` (an entry is live when its stamp
+    is the current generation or the one before). ``meta``: generation, entries of the current
+    generation, of the older one, slots used, entries dropped because the current one filled.
+    16 bytes a slot, at most half the slots used: ~32 bytes a data source."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.keys = np.zeros(capacity, np.uint64)
+        self.hi = np.zeros(capacity, np.uint32)
+        self.stamp = np.zeros(capacity, np.uint32)
+        self.meta = np.array([1, 0, 0, 0, 0], np.int64)
+
+    def __len__(self) -> int:
+        return int(self.meta[1] + self.meta[2])
+
+    @property
+    def evicted(self) -> int:
+        return int(self.meta[4])
+
+    def reserve(self, kernel: Any, n: int) -> None:
+        """Room for ``n`` more keys at a load of at most one half (rehashing live entries)."""
+        if (int(self.meta[3]) + n) * 2 > len(self.keys):
+            kernel.rehash(self, _pow2(max(1024, 4 * (len(self) + n))))
+
+    def rotate(self, kernel: Any) -> None:
+        """A new generation: entries not seen during the last two are dropped; the arrays shrink
+        when most of their slots hold dropped entries."""
+        m = self.meta
+        m[0] += 1
+        m[2] = m[1]
+        m[1] = 0
+        if int(m[3]) > 4 * len(self) + 1024:
+            kernel.rehash(self, _pow2(max(1024, 4 * len(self))))
+
+    def nbytes(self) -> int:
+        return int(self.keys.nbytes + self.hi.nbytes + self.stamp.nbytes)
+
+
+def _pow2(n: int) -> int:
+    cap = 1
+    while cap < n:
+        cap *= 2
+    return cap
+
+
 class AgentStats:
     """Pipeline sink keeping per-agent datagram and sample accounting (see module docstring)."""
 
@@ -127,11 +173,11 @@ class AgentStats:
         self._sup: np.ndarray = e32
         self._sagent: np.ndarray = e32
         self._swin: np.ndarray = np.zeros((0, _WORDS), np.uint64)
-        self.expired = self.evicted = self.sample_state_evicted = 0
+        self.expired = self.evicted = 0
         self._names: list[str] = []
         self._aindex: dict[int, int] = {}
         self._sindex: dict[int, int] = {}
-        self._state: dict[str, list[dict[int, int]]] = {"flow": [{}, {}], "counter": [{}, {}]}
+        self._state: dict[str, SeqTable] = {"flow": SeqTable(), "counter": SeqTable()}
         self._last_rotate = self._last_house = self._last_full_log = -np.inf
         self._alloc_agents(_MIN_CAP, None)
         self._alloc_streams(_MIN_CAP, None)
@@ -192,11 +238,9 @@ class AgentStats:
                 i = k.datagrams(dg, tables.agents, now, i)
         for kind, tab in (("flow", tables.flows), ("counter", tables.counters)):
             if len(tab):
-                cur, old = self._state[kind]
-                if self._kernel.samples(tab, kind == "flow", cur, old, self.max_sources,
-                                        SAMPLE_RESET):
-                    self.sample_state_evicted += len(old)
-                    self._state[kind] = [{}, cur]
+                st = self._state[kind]
+                st.reserve(self._kernel, len(tab))
+                self._kernel.samples(tab, kind == "flow", st, self.max_sources, SAMPLE_RESET)
         if not 0.0 <= now - self._last_house < 1.0:
             self.housekeeping(now)
 
@@ -215,12 +259,8 @@ class AgentStats:
         self._last_house = now
         if not 0.0 <= now - self._last_rotate < self.sample_ttl:
             if self._last_rotate > -np.inf:
-                dropped = 0
-                for kind, (cur, old) in list(self._state.items()):
-                    dropped += len(old)
-                    self._state[kind] = [{}, cur]
-                if dropped > 4096:
-                    trim_heap()
+                for st in self._state.values():
+                    st.rotate(self._kernel)
             self._last_rotate = now
         n = int(self._hw[H_AGENTS])
         live = np.zeros(n, bool)
@@ -319,19 +359,19 @@ class AgentStats:
         return {
             "agents": int(h[H_AGENTS_LIVE]), "max_agents": self.max_agents,
             "streams": int(h[H_STREAMS_LIVE]), "max_streams": self.max_streams,
-            "sample_sources": sum(len(c) + len(o) for c, o in self._state.values()),
+            "sample_sources": sum(len(t) for t in self._state.values()),
             "max_sources": self.max_sources,
             "rejected_agents": int(h[H_REJ_AGENTS]), "rejected_streams": int(h[H_REJ_STREAMS]),
             "rejected_samples": int(h[H_REJ_SAMPLES]),
             "expired": self.expired, "evicted": self.evicted,
-            "sample_state_evicted": self.sample_state_evicted,
+            "sample_state_evicted": sum(t.evicted for t in self._state.values()),
             "bytes": int(self._acnt.nbytes + self._atime.nbytes + self._aid.nbytes
                          + sum(getattr(self, a).nbytes
-                               for a in ("_smax", "_sfirst", "_sup", "_sagent", "_swin"))),
+                               for a in ("_smax", "_sfirst", "_sup", "_sagent", "_swin"))
+                         + sum(t.nbytes() for t in self._state.values())),
         }
 
     def reset(self) -> None:
         """Forget every agent."""
         self._drop(np.zeros(0, np.int64))
-        for kind in self._state:
-            self._state[kind] = [{}, {}]
+        self._state = {"flow": SeqTable(), "counter": SeqTable()}
