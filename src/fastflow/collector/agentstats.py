@@ -27,9 +27,10 @@ twin :mod:`fastflow.collector._pyagentstats`). Every table is bounded:
   ``rejected_streams``); the next housekeeping pass (once a second) logs it (rate limited) and
   evicts the stalest 1/16 of the agents. Agents silent for ``expire_after`` seconds are dropped
   with their streams, and the tables are compacted (memory given back);
-* per data source sample-sequence state: two generations of at most ``max_sources`` entries each;
-  the older generation is dropped every ``sample_ttl`` seconds (or when the newer fills up, counted
-  ``sample_state_evicted``): a data source not seen for that long starts counting afresh.
+* per data source sample-sequence state (:class:`SeqTable`, ~32 bytes a source): two generations
+  of at most ``max_sources`` entries each; the older generation is dropped every ``sample_ttl``
+  seconds (or when the newer fills up, counted ``sample_state_evicted``): a data source not seen
+  for that long starts counting afresh.
 
 State is keyed by the decoder's agent index (the pipeline's decoder lives as long as the service);
 the agent's address text is kept per agent.
