@@ -14,6 +14,13 @@ from fastflow._schema import COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE
 from fastflow.collector.agentstats import AgentStats
 
 
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against the compiled accounting kernel and its pure-Python twin."""
+    monkeypatch.setenv("FASTFLOW_PURE_PYTHON", "1" if request.param == "pure" else "0")
+    return str(request.param)
+
+
 class Clock:
     def __init__(self, t: float = 1000.0) -> None:
         self.t = t
@@ -276,3 +283,84 @@ def test_batching_does_not_change_the_counts(seed: int) -> None:
     whole = run([])
     assert whole == run(sorted(set(rng.integers(1, len(dgrams), 15).tolist())))
     assert whole == run(list(range(1, len(dgrams))))
+
+
+# ------------------------------------------------------------------ robust inputs and bounds
+def test_sequence_wrap_is_not_a_restart() -> None:
+    """Issue #11 attack 11: 0xFFFFFFFF -> 0 is the next datagram."""
+    st = AgentStats(clock=Clock())
+    st.add(batch([(1, 0, 0xFFFFFFFD, 1000), (1, 0, 0xFFFFFFFE, 1010)]))
+    st.add(batch([(1, 0, 0xFFFFFFFF, 1020), (1, 0, 0, 1030), (1, 0, 2, 1040)]))
+    st.add(batch([(1, 0, 1, 1050)], counters=[(1, 1, 0xFFFFFFFF), (1, 1, 1)]))  # late; gap of 1
+    s = snap(st)
+    assert s["sFlowAgentRestarts"] == 0
+    assert s["sFlowDatagramsLost"] == 0 and s["sFlowDatagramsOutOfOrder"] == 1
+    assert s["sFlowCounterSamplesLost"] == 1
+
+
+def test_implausible_jump_is_counted_apart_not_as_loss() -> None:
+    st = AgentStats(clock=Clock())
+    st.add(batch([(1, 0, 1, 1000), (1, 0, 2, 1010), (1, 0, 1_000_000_000, 1020),
+                  (1, 0, 1_000_000_001, 1030), (1, 0, 1_000_000_003, 1040)],
+                 counters=[(1, 1, 5), (1, 1, 900_000_000), (1, 1, 900_000_002)]))
+    s = snap(st)
+    assert s["sFlowDatagramsLost"] == 1 and s["sFlowDatagramSequenceJumps"] == 1
+    assert s["sFlowAgentRestarts"] == 0
+    assert s["sFlowCounterSamplesLost"] == 1 and s["sFlowSampleSequenceJumps"] == 1
+
+
+def test_agent_and_stream_caps_refuse_count_and_evict_the_stalest() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, max_agents=2, max_streams=3)
+    st.housekeeping(1000.0)
+    st.add(batch([(1, 0, 1, 10), (1, 5, 1, 10), (2, 0, 1, 10), (3, 0, 1, 10)], ts=999.0))
+    assert st.agents() == ["192.0.2.1", "192.0.2.2"]
+    st.add(batch([(2, 9, 1, 10)], ts=999.5))              # a 4th stream: refused
+    stats = st.stats()
+    assert stats["rejected_agents"] == 1 and stats["rejected_streams"] == 1
+    assert st.refusals() == {"agents_full": 2}
+    assert snap(st, "192.0.2.2")["sFlowDatagramsReceived"] == 2   # still counted for its agent
+    clock.t = 1002.0
+    st.tick()                                            # the stalest agent goes
+    assert st.agents() == ["192.0.2.2"] and st.stats()["evicted"] == 1
+    st.add(batch([(3, 0, 1, 10)], ts=1002.0))
+    assert st.agents() == ["192.0.2.2", "2001:db8::5"]
+    assert st.stats()["streams"] == 2
+
+
+def test_silent_agents_expire_and_sample_state_rotates() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, expire_after=60.0, sample_ttl=30.0)
+    st.add(batch(seqs(1, [1]), counters=[(1, 1, 1)], ts=1000.0))
+    st.add(batch(seqs(2, [1]), counters=[(2, 1, 1)], ts=1000.0))
+    for t in (1031.0, 1050.0):
+        clock.t = t
+        st.add(batch([(2, 0, int(t), 10)], counters=[(2, 1, int(t))], ts=t))
+    assert st.stats()["sample_sources"] == 2         # agent 1's source: in the old generation
+    clock.t = 1070.0
+    st.tick()                                        # rotation: it goes; agent 1 expires
+    assert st.stats()["sample_sources"] == 1
+    assert st.agents() == ["192.0.2.2"] and st.stats()["expired"] == 1
+
+
+def test_sample_state_is_bounded_and_shrinks() -> None:
+    clock = Clock(1000.0)
+    st = AgentStats(clock=clock, max_sources=100, sample_ttl=10.0)
+    st.add(batch(seqs(1, [1]), counters=[(1, i, 5) for i in range(250)], ts=1000.0))
+    s = st.stats()
+    assert s["sample_sources"] == 150 and s["sample_state_evicted"] == 100   # 2 rotations
+    # a source of the older generation still counts gaps; the dropped ones start afresh
+    st.add(batch(seqs(1, [2]), counters=[(1, 249, 8), (1, 10, 9)], ts=1000.0))
+    assert snap(st)["sFlowCounterSamplesLost"] == 2
+    big = st.stats()["bytes"]
+    for t in (1011.0, 1022.0, 1033.0):                    # silence: generations rotate away
+        clock.t = t
+        st.tick()
+    assert st.stats()["sample_sources"] == 0
+    grown = AgentStats(clock=Clock(1000.0), max_sources=1_000_000, sample_ttl=10.0)
+    grown.add(batch(seqs(1, [1]), counters=[(1, i, 5) for i in range(5000)], ts=1000.0))
+    peak = grown.stats()["bytes"]
+    for t in (1011.0, 1022.0, 1033.0):
+        grown.clock.t = t
+        grown.tick()
+    assert grown.stats()["bytes"] < peak / 4 and big > 0

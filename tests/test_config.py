@@ -22,7 +22,7 @@ def test_defaults() -> None:
     c = load_config(env={})
     assert (c.collector.bind, c.collector.port, c.collector.rcvbuf, c.collector.batch,
             c.collector.reuseport) == ("0.0.0.0", 6343, 8388608, 1024, False)
-    assert (c.store.depth, c.store.polling_interval) == (32, 10.0)
+    assert (c.store.depth, c.store.polling_interval) == (2, 10.0)
     assert c.expire_after == 30.0             # 3 polling intervals
     assert (c.api.bind, c.api.port, c.api.token) == ("127.0.0.1", 8008, "")
     assert c.scaler == {} and c.flows == {} and c.log.level == "info"
@@ -164,3 +164,20 @@ def test_origins_name_each_source(tmp_path: Path) -> None:
 def test_log_format_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"\[log\] format: 'xml' is not one of text, json"):
         load_config(env={"FASTFLOW_LOG_FORMAT": "xml"})
+def test_collector_bounds_and_allow_list(tmp_path: Path) -> None:
+    p = write(tmp_path, '[collector]\nagents = ["10.0.0.0/8", "2001:db8::/32"]\nmax_sources = 1000\n'
+                        "dt_tolerance = -1\n")
+    c = load_config(p, env={"FASTFLOW_COLLECTOR_MAX_AGENTS": "50"})
+    assert c.collector.agents == ["10.0.0.0/8", "2001:db8::/32"]
+    assert (c.collector.max_sources, c.collector.max_agents, c.collector.max_streams) == \
+        (1000, 50, 131072)
+    assert c.collector.dt_tolerance == -1.0
+    env = load_config(env={"FASTFLOW_COLLECTOR_AGENTS": "10.1.0.0/16, 192.0.2.7"})
+    assert env.collector.agents == ["10.1.0.0/16", "192.0.2.7"]
+    assert load_config(env={}).collector.agents == []
+    with pytest.raises(ConfigError, match=r"\[collector\] agents: 'nope' is not an address"):
+        load_config(write(tmp_path, '[collector]\nagents = ["nope"]\n'), env={})
+    with pytest.raises(ConfigError, match="expected a list of strings"):
+        load_config(write(tmp_path, "[collector]\nagents = [1]\n"), env={})
+    with pytest.raises(ConfigError, match=r"\[collector\] max_sources"):
+        load_config(env={"FASTFLOW_COLLECTOR_MAX_SOURCES": "0"})

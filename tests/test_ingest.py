@@ -324,3 +324,40 @@ def test_swarm_capture_over_udp_decodes(ingest_factory: Any, swarm_pcap: Path) -
 
 def pcap_seq(cap: Any) -> list[int]:
     return [int.from_bytes(d[16:20], "big") for d in cap.datagrams()]  # IPv4 agents
+
+
+# ------------------------------------------------------------------ [collector] agents allow-list
+def test_allow_masks_maps_ipv4_into_ipv6() -> None:
+    from fastflow.collector.ingest import allow_masks
+
+    nets, masks = allow_masks(["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"])
+    assert nets.shape == masks.shape == (3, 16)
+    assert bytes(nets[0]) == b"\0" * 10 + b"\xff\xff" + bytes([10, 0, 0, 0])
+    assert bytes(masks[0]) == b"\xff" * 13 + b"\0\0\0"
+    assert bytes(masks[2]) == b"\xff" * 16
+    with pytest.raises(ValueError):
+        allow_masks(["not-an-address"])
+
+
+@pytest.mark.parametrize("allow,accepted", [(["127.0.0.0/8"], True), (["10.0.0.0/8", "::1"], False)])
+def test_allow_list_in_the_receiver(ingest_factory: Any, pure: bool, allow: list[str],
+                                    accepted: bool) -> None:
+    col = Collect()
+    idle: list[float] = []
+    ing = ingest_factory(on_batch=col, pure_python=pure, allow=allow, linger=0,
+                         on_idle=lambda: idle.append(time.monotonic()))
+    data = payloads(20)
+    send(data, ing.port)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (ing.stats()["datagrams"] + ing.stats()["rejected_senders"]) < 20:
+        time.sleep(0.02)
+    st = ing.stats()
+    if accepted:
+        col.wait(20)
+        assert st["datagrams"] == 20 and st["rejected_senders"] == 0
+    else:
+        assert st["datagrams"] == 0 and st["rejected_senders"] == 20 and not col.items
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not idle:        # silence: on_idle is called
+        time.sleep(0.05)
+    assert idle

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from _engine_util import Engine, container, rows
+from fastflow.collector.metrics import Metrics
 from fastflow.collector.store import Store
+
+
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against the compiled write kernel and its pure-Python twin."""
+    monkeypatch.setenv("FASTFLOW_PURE_PYTHON", "1" if request.param == "pure" else "0")
+    return str(request.param)
 
 
 def test_rejects_bad_config() -> None:
@@ -128,10 +136,13 @@ def test_expiry_frees_and_reuses_slots() -> None:
     assert len(e.store) == 1
     assert e.store.counts["expired"] == 1
     assert e.store.fresh().sum() == 1
-    rows_used = e.store.rings["virt"].n_rows
-    e.feed(container(3, 1, 1000, ts=t0 + 41))               # a new container reuses the row
-    assert e.store.rings["virt"].n_rows == rows_used
+    assert len(e.store.rings["virt"].used_rows()) == 1
+    e.feed(container(3, 1, 1000, ts=t0 + 41))
     assert len(e.store) == 2
+    assert e.store._compact()                                # holes go, the tables shrink
+    assert e.store.rings["virt"].n_rows == 2 and e.store.n_keys == 2
+    assert e.store.history(1, 3 << 24 | 3, "virt")["seq"].tolist() == [1]
+    assert e.store.history(1, 3 << 24 | 1, "virt")["seq"].tolist() == [1, 2]
     # container 2 comes back: a fresh data source with no history
     e.feed(container(2, 9, 50_000, ts=t0 + 50))
     assert e.store.history(1, 3 << 24 | 2, "virt")["seq"].tolist() == [9]
@@ -272,3 +283,109 @@ def test_two_agents_sharing_a_source_id_in_one_batch() -> None:
         s.append(container(1, 1000 + i, 500_000 + 1000 * i, cpu_ms=i))
         s.append(container(1, 10 + i, 20_000 + 1000 * i, cpu_ms=2 * i))
     _batch_vs_rows(s, depth=8)
+
+
+# ------------------------------------------------------------------ bounds and robust inputs
+def test_compiled_kernel_is_used_unless_pure_python(kernel: str) -> None:
+    assert Store().compiled == (kernel == "compiled")
+
+
+def test_cap_refuses_new_sources_counts_and_evicts_the_stalest() -> None:
+    e = Engine(expire_after=1e6)
+    e.store = Store(clock=e.clock, max_sources=32, expire_after=1e6)
+    t0 = 1_700_000_000.0
+    e.clock.set(t0)
+    e.store.tick()                                      # housekeeping done for this second
+    e.add(rows(*[container(i, 1, 1000, ts=t0 + i * 0.01) for i in range(40)]))
+    assert len(e.store) == 32
+    assert e.store.counts["rejected"] == 8 and e.store.refusals()["store_full"] == 8
+    assert e.store.slot_of(1, 3 << 24 | 35) is None
+    e.clock.set(t0 + 2)
+    e.store.tick()                                      # housekeeping: stalest 1/16 evicted
+    assert e.store.counts["evicted"] == 2 and len(e.store) == 30
+    assert e.store.slot_of(1, 3 << 24 | 0) is None and e.store.slot_of(1, 3 << 24 | 1) is None
+    assert e.store.slot_of(1, 3 << 24 | 2) is not None
+    e.add(rows(container(35, 1, 1000, ts=t0 + 2)))      # room again
+    assert e.store.slot_of(1, 3 << 24 | 35) is not None
+    assert e.store.stats()["max_sources"] == 32
+
+
+def test_capacity_stays_near_the_cap_and_memory_comes_back_after_expiry() -> None:
+    e = Engine(expire_after=10.0)
+    e.store = Store(clock=e.clock, max_sources=5000, expire_after=10.0)
+    e.metrics = Metrics(e.store)
+    t0 = 1_700_000_000.0
+    e.add(rows(*[container(i, 1, 1000, ts=t0) for i in range(8000)]))
+    assert len(e.store) == 5000 - 5000 // 16 and e.store.counts["evicted"] == 5000 // 16
+    assert e.store._kcap <= 5000 + 64
+    assert e.store.rings["virt"].capacity <= 5000 + 64
+    peak = e.store.nbytes()
+    e.add(rows(container(9000, 1, 1000, ts=t0 + 20)))   # the others expire; tables shrink
+    assert len(e.store) == 1 and e.store.counts["expired"] == 5000 - 5000 // 16
+    assert e.store.nbytes() < peak / 20
+    assert e.store.history(1, 3 << 24 | 9000, "virt")["seq"].tolist() == [1]
+    e.add(rows(container(9000, 2, 11_000, cpu_ms=500, ts=t0 + 30)))
+    assert e.value("vir_cpu_utilization") == pytest.approx(5.0)
+
+
+def test_tick_expires_without_traffic() -> None:
+    e = Engine(expire_after=5.0)
+    e.feed(container(1, 1, 1000, ts=1_700_000_000.0))
+    e.clock.set(1_700_000_010.0)
+    e.store.tick()
+    assert len(e.store) == 0 and e.store.counts["expired"] == 1
+
+
+def test_uptime_slower_than_arrival_is_a_reset_not_a_huge_rate() -> None:
+    """Issue #11 attack 10: uptime advancing 1 ms per 10 s of arrival time."""
+    e = Engine(depth=4)
+    t0 = 1_700_000_000.0
+    for i in range(4):
+        e.feed(container(1, 1 + i, 50_000 + i, cpu_ms=1000 * i, ts=t0 + 10 * i))
+    assert e.value("vir_cpu_utilization") is None
+    assert e.store.counts["uptime_mismatch"] == 3 and e.store.counts["reset"] == 3
+    assert len(e.store.history(1, 3 << 24 | 1, "virt")) == 1
+    # an honest agent next to it: uptime and arrival agree (jitter well inside the slack)
+    for i in range(3):
+        e.feed(container(2, 1 + i, 50_000 + 10_000 * i, cpu_ms=5000 * i, ts=t0 + 10 * i + 0.9 * (i % 2)))
+    assert e.value("vir_cpu_utilization") == pytest.approx(50.0)
+    assert e.store.counts["uptime_mismatch"] == 3
+
+
+def test_uptime_faster_than_arrival_is_kept_for_replays_at_speed() -> None:
+    e = Engine()
+    t0 = 1_700_000_000.0
+    e.feed(container(1, 1, 10_000, cpu_ms=0, ts=t0), container(1, 2, 20_000, cpu_ms=5000, ts=t0 + 0.01))
+    assert e.value("vir_cpu_utilization") == pytest.approx(50.0)
+    assert e.store.counts["uptime_mismatch"] == 0
+
+
+def test_sequence_wrap_is_not_a_reset() -> None:
+    e = Engine()
+    t0 = 1_700_000_000.0
+    e.feed(container(1, 0xFFFFFFFF, 10_000, cpu_ms=0, ts=t0),
+           container(1, 0, 20_000, cpu_ms=2000, ts=t0 + 10))
+    assert e.store.counts["reset"] == 0
+    assert e.value("vir_cpu_utilization") == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compaction_keeps_every_live_source_exactly(seed: int) -> None:
+    """Compacting (slots and rows renumbered, tables reallocated) changes nothing a reader sees."""
+    rng = np.random.default_rng(seed)
+    samples = _messy(rng, 300, sources=6)
+    plain = Engine(depth=4, expire_after=1e6)
+    packed = Engine(depth=4, expire_after=1e6)
+    for j, s in enumerate(samples):
+        plain.add(rows(s))
+        packed.add(rows(s))
+        if j % 37 == 5:                                     # a source leaves now and then
+            for e in (plain, packed):
+                slot = e.store.slot_of(1 + j % 2, 3 << 24 | (j % 6))
+                if slot is not None:
+                    e.store._release(np.array([slot]))
+        if j % 23 == 0:
+            packed.store._compact()
+    packed.store._compact()
+    a, b = _state(plain), _state(packed)
+    assert a == b

@@ -51,15 +51,20 @@ class CollectorConfig:
     port: int = 6343               # UDP port (0: any free port, logged at start)
     rcvbuf: int = 8388608          # SO_RCVBUF bytes requested (the kernel may cap it: net.core.rmem_max)
     batch: int = 1024              # datagrams read per recvmmsg batch
-    linger: float = 0.002          # seconds a sparse batch waits to fill up (0: hand on at once)
+    linger: float = 0.02           # seconds a sparse batch waits to fill up (0: hand on at once)
     reuseport: bool = False        # SO_REUSEPORT (several collectors sharing a port)
+    agents: list[str] = field(default_factory=list)  # allowed senders (addresses / CIDRs); [] = all
+    max_sources: int = 300000      # data sources tracked (store, sample-loss state); more: refused
+    max_agents: int = 65536        # agents in the statistics; more: refused, stalest evicted
+    max_streams: int = 131072      # (agent, sub-agent) sequence streams; more: refused
+    dt_tolerance: float = 2.0      # s of slack before uptime lagging arrival time is a reset (<0: off)
 
 
 @dataclass
 class StoreConfig:
     """[store]: the counter ring buffers."""
 
-    depth: int = 32                # samples kept per (agent, data source)
+    depth: int = 2                 # samples kept per (agent, data source); rates need 2
     polling_interval: float = 10.0  # agents' counter polling interval, seconds
     expire_after: float | None = None  # seconds without samples before a data source is dropped;
     #                                    None (default): 3 polling intervals
@@ -164,7 +169,7 @@ for _sec, _cls in _TYPED.items():
     for _f in dataclasses.fields(_cls):
         _t = str(_f.type)
         _FIELD_KIND[(_sec, _f.name)] = {"int": "int", "float": "float", "bool": "bool", "str": "str",
-                                         "float | None": "float?"}[_t]
+                                         "float | None": "float?", "list[str]": "strs"}[_t]
 
 
 def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -194,6 +199,12 @@ def _coerce(section: str, key: str, value: Any, origin: str) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
+    if kind == "strs":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
@@ -258,6 +269,15 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"[collector] batch: {c.batch} must be between 1 and 65536 datagrams")
     if not 0 <= c.linger <= 1:
         raise ConfigError(f"[collector] linger: {c.linger} must be between 0 and 1 seconds")
+    for key in ("max_sources", "max_agents", "max_streams"):
+        if not 1 <= getattr(c, key) <= 1 << 26:
+            raise ConfigError(f"[collector] {key}: {getattr(c, key)} must be between 1 and 67108864")
+    for spec in c.agents:
+        try:
+            ipaddress.ip_network(spec.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"[collector] agents: {spec!r} is not an address or CIDR "
+                              "(e.g. 10.0.0.0/8)") from None
     if not 2 <= s.depth <= 1 << 16:
         raise ConfigError(f"[store] depth: {s.depth} must be between 2 and 65536 samples "
                           "(rates need two samples)")

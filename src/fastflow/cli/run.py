@@ -132,8 +132,12 @@ class Service:
         from fastflow.collector.store import Store
 
         clock = LiveClock()
-        self.store = Store(depth=cfg.store.depth, expire_after=cfg.expire_after, clock=clock)
-        self.agentstats = AgentStats(clock=clock)
+        c = cfg.collector
+        self.store = Store(depth=cfg.store.depth, expire_after=cfg.expire_after, clock=clock,
+                           max_sources=c.max_sources, dt_tolerance=c.dt_tolerance)
+        self.agentstats = AgentStats(clock=clock, max_agents=c.max_agents,
+                                     max_streams=c.max_streams, max_sources=c.max_sources,
+                                     sample_ttl=cfg.expire_after)
         sinks: list[Any] = [self.store, self.agentstats]
         flows_cfg = dict(cfg.flows)
         enabled = flows_cfg.pop("enabled", True)
@@ -244,6 +248,12 @@ class Service:
             out.update(dict(st))
         if self.pipeline is not None:
             out["datagrams_decoded"] = int(getattr(self.pipeline, "n_datagrams", 0))
+            with self.pipeline.lock:       # table sizes, caps and refusals (bounded state)
+                for prefix, part in (("store", self.store), ("agentstats", self.agentstats)):
+                    if part is not None:
+                        for key, v in part.stats().items():
+                            if isinstance(v, int | float) and not isinstance(v, bool):
+                                out[f"{prefix}_{key}"] = v
         out["feed_errors"] = self.feed_errors
         return out
 
@@ -269,7 +279,8 @@ class Service:
         c, a = self.config.collector, self.config.api
         self.stop_event = asyncio.Event()
         self.ingest = UdpIngest(host=c.bind, port=c.port, rcvbuf=c.rcvbuf, batch=c.batch,
-                             reuseport=c.reuseport, linger=c.linger, on_batch=self._on_batch)
+                             reuseport=c.reuseport, linger=c.linger, allow=c.agents,
+                             on_batch=self._on_batch, on_idle=self.pipeline.tick)
         static = STATIC_DIR if (STATIC_DIR / "index.html").is_file() else None
         self.api = ApiServer(self.routes(), a.bind, a.port, token=a.token or None,
                              static_dir=static, max_request_bytes=a.max_request_bytes,

@@ -95,10 +95,14 @@ cdef class Receiver:
     cdef uint8_t[:, ::1] _src
     cdef uint16_t[::1] _port
     cdef readonly object buf, offsets, lengths, ts, src, port
-    cdef readonly uint64_t datagrams, bytes, calls, truncated, kernel_drops
+    cdef readonly uint64_t datagrams, bytes, calls, truncated, kernel_drops, rejected
     cdef readonly int next_slot
+    cdef uint8_t* allow          # n_allow pairs of (network, mask), 16 bytes each
+    cdef int n_allow
 
     def __cinit__(self, int fd, int batch=1024, int slot=65536):
+        self.allow = NULL
+        self.n_allow = 0
         self.msgs = NULL
         self.iovs = NULL
         self.names = NULL
@@ -134,10 +138,47 @@ cdef class Receiver:
             self.iovs[i].iov_len = slot
 
     def __dealloc__(self):
+        free(self.allow)
         free(self.msgs)
         free(self.iovs)
         free(self.names)
         free(self.ctrls)
+
+    def set_allow(self, nets, masks):
+        """Accept only senders whose 16-byte address ``a`` has ``a & masks[j] == nets[j]`` for
+        some ``j`` (``uint8 (m, 16)`` arrays); others are dropped and counted in ``rejected``.
+        Empty arrays: accept every sender."""
+        cdef const uint8_t[:, ::1] n = np.ascontiguousarray(nets, np.uint8).reshape(-1, 16)
+        cdef const uint8_t[:, ::1] m = np.ascontiguousarray(masks, np.uint8).reshape(-1, 16)
+        cdef int j, b
+        if n.shape[0] != m.shape[0]:
+            raise ValueError("nets and masks differ in length")
+        free(self.allow)
+        self.allow = NULL
+        self.n_allow = 0
+        if n.shape[0] == 0:
+            return
+        self.allow = <uint8_t*>calloc(n.shape[0] * 2, 16)
+        if self.allow == NULL:
+            raise MemoryError()
+        for j in range(n.shape[0]):
+            for b in range(16):
+                self.allow[j * 32 + b] = n[j, b] & m[j, b]
+                self.allow[j * 32 + 16 + b] = m[j, b]
+        self.n_allow = <int>n.shape[0]
+
+    cdef bint _allowed(self, Py_ssize_t k):
+        cdef int j, b
+        cdef bint ok
+        for j in range(self.n_allow):
+            ok = True
+            for b in range(16):
+                if (self._src[k, b] & self.allow[j * 32 + 16 + b]) != self.allow[j * 32 + b]:
+                    ok = False
+                    break
+            if ok:
+                return True
+        return False
 
     def recv(self, int first=0, int k0=0, bint wait=True):
         """Receive one batch into message slots ``first..batch-1``, appending rows from ``k0``
@@ -215,6 +256,9 @@ cdef class Receiver:
             else:
                 memset(&self._src[k, 0], 0, 16)
             self._port[k] = (<uint16_t>name[2] << 8) | name[3]
+            if self.n_allow and not self._allowed(k):
+                self.rejected += 1
+                continue
             self.datagrams += 1
             self.bytes += m.msg_len
             k += 1

@@ -1,247 +1,320 @@
 """Per-agent accounting (sFlow-RT's ``/agents/json``): datagrams, loss, duplicates, restarts.
 
 :class:`AgentStats` is a pipeline sink. For every agent it counts datagrams received and, from the
-datagram sequence numbers of each sub-agent:
+datagram sequence numbers of each sub-agent (a *stream*):
 
 * **lost**: sequence numbers skipped (a jump from s to s+k counts k-1), minus gaps later filled by
   late datagrams;
-* **duplicated**: a sequence number seen again (kept in a window of the last
-  :data:`SEQ_WINDOW` numbers);
+* **duplicated**: a sequence number seen again (a bitmap of the last :data:`SEQ_WINDOW` numbers
+  per stream);
 * **out of order**: a new sequence number lower than the highest seen (it fills a gap);
 * **restarts**: the sequence number went backwards together with the agent's uptime (by more than
   :data:`RESTART_UPTIME_MS`), or reset to a small number (<= :data:`RESTART_SEQ`) from far above.
-  A restart starts the sub-agent's counting afresh.
+  A restart starts the stream's counting afresh;
+* **sequence jumps** (``sFlowDatagramSequenceJumps``): a forward jump of more than
+  :data:`MAX_JUMP` is not plausible loss (a spoofed or corrupted number); it is counted here and
+  counting goes on from the new number. Sequence numbers are compared modulo 2**32, so the wrap
+  0xFFFFFFFF -> 0 is the next number, not a restart.
 
 Per data source (agent + source id), sample sequence gaps give ``sFlowFlowSamplesLost`` and
-``sFlowCounterSamplesLost``, separately. Batches are processed with numpy (grouping by stable sorts,
-running maxima, set membership); Python loops run over agents / sub-agents only, never datagrams.
-State is keyed by the agent's address text, so it survives decoder restarts.
+``sFlowCounterSamplesLost`` (implausible jumps counted in ``sFlowSampleSequenceJumps``).
+
+The per-row work runs in compiled code (:mod:`fastflow.collector._agentstats`, or its pure-Python
+twin :mod:`fastflow.collector._pyagentstats`). Every table is bounded:
+
+* agents (``max_agents``) and sub-agent streams (``max_streams``): a datagram of a new agent (or
+  stream) when the table is full is refused and counted (``rejected_agents`` /
+  ``rejected_streams``); the next housekeeping pass (once a second) logs it (rate limited) and
+  evicts the stalest 1/16 of the agents. Agents silent for ``expire_after`` seconds are dropped
+  with their streams, and the tables are compacted (memory given back);
+* per data source sample-sequence state (:class:`SeqTable`, ~32 bytes a source): two generations
+  of at most ``max_sources`` entries each; the older generation is dropped every ``sample_ttl``
+  seconds (or when the newer fills up, counted ``sample_state_evicted``): a data source not seen
+  for that long starts counting afresh.
+
+State is keyed by the decoder's agent index (the pipeline's decoder lives as long as the service);
+the agent's address text is kept per agent.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+import time
 from typing import Any
 
 import numpy as np
 
+from fastflow.collector.store import trim_heap
+
 log = logging.getLogger(__name__)
 
-__all__ = ["AgentStats", "SEQ_WINDOW", "RESTART_SEQ", "RESTART_UPTIME_MS"]
+__all__ = ["AgentStats", "SEQ_WINDOW", "RESTART_SEQ", "RESTART_UPTIME_MS", "MAX_JUMP"]
 
-SEQ_WINDOW = 4096          # recent datagram sequence numbers remembered per sub-agent
+SEQ_WINDOW = 4096          # recent datagram sequence numbers remembered per sub-agent (a bitmap)
 RESTART_SEQ = 16           # a sequence number this small after a much larger one: agent restarted
 RESTART_UPTIME_MS = 5000   # uptime going back further than this (with the sequence): restarted
 SAMPLE_RESET = 1 << 16     # a sample sequence this far below the highest: the source was reset
-_GROUP_SHIFT = 33          # key = group << 33 | seq keeps running maxima inside their group
+MAX_JUMP = 1 << 22         # a forward jump larger than this is not loss (counted apart)
+
+DEFAULT_MAX_AGENTS = 65_536
+DEFAULT_MAX_STREAMS = 131_072
+DEFAULT_MAX_SOURCES = 300_000
+DEFAULT_EXPIRE_AFTER = 3600.0
+DEFAULT_SAMPLE_TTL = 600.0
+
+(A_DGRAMS, A_LOST, A_DUP, A_OOO, A_RESTARTS, A_ERRORS, A_FLOWS, A_COUNTERS, A_FLOW_LOST,
+ A_COUNTER_LOST, A_JUMPS, A_SAMPLE_JUMPS, A_UPTIME, A_STREAMS) = range(14)
+_NF = 14
+(H_AGENTS, H_AGENTS_LIVE, H_STREAMS, H_STREAMS_LIVE, H_REJ_AGENTS, H_REJ_STREAMS, H_REJ_SAMPLES,
+ H_FULL) = range(8)
+_WORDS = SEQ_WINDOW // 64
+_MIN_CAP = 16
+_LOG_EVERY = 10.0
 
 
-@dataclass
-class _Stream:
-    """One sub-agent's datagram sequence state."""
+def kernel_class(pure_python: bool | None = None) -> type:
+    """Compiled accounting kernel unless ``pure_python`` (default: FASTFLOW_PURE_PYTHON=1)."""
+    if pure_python is None:
+        pure_python = os.environ.get("FASTFLOW_PURE_PYTHON") == "1"
+    if not pure_python:
+        try:
+            from fastflow.collector._agentstats import AgentKernel
+        except ImportError:  # pragma: no cover - depends on the build
+            log.info("fastflow.collector._agentstats not built; using the pure-Python twin")
+        else:
+            return AgentKernel
+    from fastflow.collector._pyagentstats import PyAgentKernel
 
-    max_seq: int = -1
-    first_seq: int = -1
-    max_uptime: int = 0
-    recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    return PyAgentKernel
 
 
-@dataclass
-class _Agent:
-    first_seen: float
-    last_seen: float = 0.0
-    uptime: int = 0
-    datagrams: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    out_of_order: int = 0
-    restarts: int = 0
-    errors: int = 0
-    flow_samples: int = 0
-    counter_samples: int = 0
-    flow_lost: int = 0
-    counter_lost: int = 0
-    streams: dict[int, _Stream] = field(default_factory=dict)
+def _cap_for(n: int) -> int:
+    cap = _MIN_CAP
+    while cap < n:
+        cap *= 2
+    return cap
+
+
+class SeqTable:
+    """Per data source highest sample sequence number: open addressing (``keys`` 0 = empty,
+    else key + 1; linear probing), two generations by ``stamp`` (an entry is live when its stamp
+    is the current generation or the one before). ``meta``: generation, entries of the current
+    generation, of the older one, slots used, entries dropped because the current one filled.
+    16 bytes a slot, at most half the slots used: ~32 bytes a data source."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.keys = np.zeros(capacity, np.uint64)
+        self.hi = np.zeros(capacity, np.uint32)
+        self.stamp = np.zeros(capacity, np.uint32)
+        self.meta = np.array([1, 0, 0, 0, 0], np.int64)
+
+    def __len__(self) -> int:
+        return int(self.meta[1] + self.meta[2])
+
+    @property
+    def evicted(self) -> int:
+        return int(self.meta[4])
+
+    def reserve(self, kernel: Any, n: int) -> None:
+        """Room for ``n`` more keys at a load of at most one half (rehashing live entries)."""
+        if (int(self.meta[3]) + n) * 2 > len(self.keys):
+            kernel.rehash(self, _pow2(max(1024, 4 * (len(self) + n))))
+
+    def rotate(self, kernel: Any) -> None:
+        """A new generation: entries not seen during the last two are dropped; the arrays shrink
+        when most of their slots hold dropped entries."""
+        m = self.meta
+        m[0] += 1
+        m[2] = m[1]
+        m[1] = 0
+        if int(m[3]) > 4 * len(self) + 1024:
+            kernel.rehash(self, _pow2(max(1024, 4 * len(self))))
+
+    def nbytes(self) -> int:
+        return int(self.keys.nbytes + self.hi.nbytes + self.stamp.nbytes)
+
+
+def _pow2(n: int) -> int:
+    cap = 1
+    while cap < n:
+        cap *= 2
+    return cap
 
 
 class AgentStats:
     """Pipeline sink keeping per-agent datagram and sample accounting (see module docstring)."""
 
-    def __init__(self, clock: Any = None) -> None:
+    def __init__(self, clock: Any = None, *, max_agents: int = DEFAULT_MAX_AGENTS,
+                 max_streams: int = DEFAULT_MAX_STREAMS, max_sources: int = DEFAULT_MAX_SOURCES,
+                 expire_after: float = DEFAULT_EXPIRE_AFTER,
+                 sample_ttl: float = DEFAULT_SAMPLE_TTL, pure_python: bool | None = None) -> None:
+        for name, v in (("max_agents", max_agents), ("max_streams", max_streams),
+                        ("max_sources", max_sources)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if not expire_after > 0 or not sample_ttl > 0:
+            raise ValueError("expire_after and sample_ttl must be > 0 seconds")
         self.clock = clock
-        self._agents: dict[str, _Agent] = {}
-        # sample sequence state: (agent text, source_id_type, source_id_index) -> highest seq
-        self._sample_max: dict[str, dict[tuple[str, int, int], int]] = {"flow": {},
-                                                                         "counter": {}}
+        self.max_agents = int(max_agents)
+        self.max_streams = int(max_streams)
+        self.max_sources = int(max_sources)
+        self.expire_after = float(expire_after)
+        self.sample_ttl = float(sample_ttl)
+        self.max_jump = MAX_JUMP
+        self.restart_seq = RESTART_SEQ
+        self.restart_uptime_ms = RESTART_UPTIME_MS
+        self._hw = np.zeros(8, np.int64)
+        e32 = np.zeros(0, np.uint32)
+        self._acnt: np.ndarray = np.zeros((0, _NF), np.int64)
+        self._atime: np.ndarray = np.zeros((0, 3), np.float64)   # first, last (ts), touched
+        self._aid: np.ndarray = e32
+        self._smax: np.ndarray = e32
+        self._sfirst: np.ndarray = e32
+        self._sup: np.ndarray = e32
+        self._sagent: np.ndarray = e32
+        self._swin: np.ndarray = np.zeros((0, _WORDS), np.uint64)
+        self.expired = self.evicted = 0
+        self._names: list[str] = []
+        self._aindex: dict[int, int] = {}
+        self._sindex: dict[int, int] = {}
+        self._state: dict[str, SeqTable] = {"flow": SeqTable(), "counter": SeqTable()}
+        self._last_rotate = self._last_house = self._last_full_log = -np.inf
+        self._alloc_agents(_MIN_CAP, None)
+        self._alloc_streams(_MIN_CAP, None)
+        self._kernel: Any = kernel_class(pure_python)(self)
+        self._kernel.bind()
+
+    # ------------------------------------------------------------------------------ tables
+    def _alloc_agents(self, cap: int, keep: np.ndarray | None) -> None:
+        n = int(self._hw[H_AGENTS]) if keep is None else len(keep)
+        src: Any = slice(0, n) if keep is None else keep
+        acnt = np.zeros((cap, _NF), np.int64)
+        atime = np.zeros((cap, 3), np.float64)
+        aid = np.zeros(cap, np.uint32)
+        if n:
+            acnt[:n], atime[:n], aid[:n] = self._acnt[src], self._atime[src], self._aid[src]
+        self._acnt, self._atime, self._aid = acnt, atime, aid
+        self._hw[H_AGENTS] = n
+
+    def _alloc_streams(self, cap: int, keep: np.ndarray | None) -> None:
+        n = int(self._hw[H_STREAMS]) if keep is None else len(keep)
+        src: Any = slice(0, n) if keep is None else keep
+        new: dict[str, np.ndarray] = {
+            "_smax": np.zeros(cap, np.uint32), "_sfirst": np.zeros(cap, np.uint32),
+            "_sup": np.zeros(cap, np.uint32), "_sagent": np.zeros(cap, np.uint32),
+            "_swin": np.zeros((cap, _WORDS), np.uint64)}
+        for name, arr in new.items():
+            if n:
+                arr[:n] = getattr(self, name)[src]
+            setattr(self, name, arr)
+        self._hw[H_STREAMS] = n
+
+    def _named(self, slot: int, name: str) -> None:
+        """Called by the kernel for a new agent slot."""
+        if slot == len(self._names):
+            self._names.append(name)
+        else:
+            self._names[slot] = name
 
     def _now(self) -> float:
         if self.clock is not None:
             return float(self.clock.now())
-        import time  # noqa: PLC0415
-
         return time.time()
 
     # ------------------------------------------------------------------------------------ sink
     def add(self, tables: Any) -> None:
         """Account one decoded batch (``datagrams``, ``counters``, ``flows`` tables, ``agents``)."""
         dg = tables.datagrams
-        if len(dg) == 0 and len(tables.counters) == 0 and len(tables.flows) == 0:
-            return
-        names = tables.agents
         now = self._now()
         if len(dg):
-            self._datagrams(dg, names, now)
-        if len(tables.flows):
-            self._samples(tables.flows, names, "flow")
-        if len(tables.counters):
-            self._samples(tables.counters, names, "counter")
-
-    def _agent(self, name: str, t: float) -> _Agent:
-        a = self._agents.get(name)
-        if a is None:
-            a = self._agents[name] = _Agent(first_seen=t)
-        return a
-
-    def _datagrams(self, dg: np.ndarray, names: Any, now: float) -> None:
-        agent = dg["agent"].astype(np.uint64)
-        sub = dg["sub_agent_id"].astype(np.uint64)
-        key = (agent << np.uint64(32)) | sub
-        order = np.argsort(key, kind="stable")  # arrival order kept inside each stream
-        skey = key[order]
-        starts = np.flatnonzero(np.r_[True, skey[1:] != skey[:-1]])
-        ends = np.r_[starts[1:], len(skey)]
-        seq_all = dg["sequence_number"].astype(np.int64)[order]
-        up_all = dg["uptime"].astype(np.int64)[order]
-        ts_all = dg["ts"][order]
-        bad_all = dg["status"][order] != 0
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            k = int(skey[s])
-            name = names[k >> 32] or "unknown"
-            ts = ts_all[s:e]
-            tmax = float(ts.max())
-            t = tmax if tmax > 0 else now
-            tmin = float(ts.min())
-            a = self._agent(name, tmin if tmin > 0 else now)
-            a.last_seen = max(a.last_seen, t)
-            a.datagrams += e - s
-            a.errors += int(np.count_nonzero(bad_all[s:e]))
-            a.uptime = int(up_all[e - 1])
-            st = a.streams.get(k & 0xFFFFFFFF)
-            if st is None:
-                st = a.streams[k & 0xFFFFFFFF] = _Stream()
-            self._sequence(a, st, seq_all[s:e], up_all[s:e])
-
-    def _sequence(self, a: _Agent, st: _Stream, seq: np.ndarray, up: np.ndarray) -> None:
-        """Loss / duplicate / reorder / restart accounting for one sub-agent's datagrams."""
-        while len(seq):
-            # restart candidates: the sequence goes back, and the uptime goes back a lot or the
-            # sequence restarts from (almost) the beginning
-            prev_max = np.maximum.accumulate(np.r_[st.max_seq, seq])[:-1]
-            prev_up = np.maximum.accumulate(np.r_[st.max_uptime, up])[:-1]
-            has_prev = prev_max >= 0
-            restart = has_prev & (seq < prev_max) & (
-                (up + RESTART_UPTIME_MS < prev_up)
-                | ((seq <= RESTART_SEQ) & (prev_max - seq > SEQ_WINDOW // 4)))
-            cut = int(np.argmax(restart)) if restart.any() else len(seq)
-            self._segment(a, st, seq[:cut], up[:cut], prev_max[:cut])
-            if cut == len(seq):
-                return
-            a.restarts += 1
-            st.max_seq, st.first_seq, st.max_uptime = -1, -1, 0
-            st.recent = np.zeros(0, np.int64)
-            seq, up = seq[cut:], up[cut:]
-
-    def _segment(self, a: _Agent, st: _Stream, seq: np.ndarray, up: np.ndarray,
-                 prev_max: np.ndarray) -> None:
-        if len(seq) == 0:
-            return
-        if st.first_seq < 0:
-            st.first_seq = int(seq[0])
-        if int(seq[0]) > st.max_seq and (len(seq) == 1 or bool((seq[1:] > seq[:-1]).all())):
-            # the common case, in order: no duplicate, nothing late; only gaps to count
-            if st.max_seq >= 0:
-                a.lost += int(seq[0]) - st.max_seq - 1
-            a.lost += int(seq[-1] - seq[0]) - (len(seq) - 1)
-            st.max_seq = int(seq[-1])
-            st.max_uptime = max(st.max_uptime, int(up.max()))
-            recent = np.concatenate((st.recent, seq))  # still sorted: every number is new
-            st.recent = recent[recent > st.max_seq - SEQ_WINDOW]
-            return
-        # duplicates: seen in the remembered window, or earlier in this batch
-        _u, first_idx = np.unique(seq, return_index=True)
-        first_in_batch = np.zeros(len(seq), bool)
-        first_in_batch[first_idx] = True
-        dup = ~first_in_batch | np.isin(seq, st.recent)
-        new_max = (seq > prev_max) & ~dup
-        gaps = np.where(new_max & (prev_max >= 0), seq - prev_max - 1, 0)
-        late = ~dup & ~new_max          # a new number below the highest: out of order
-        fills = late & (seq > st.first_seq)
-        a.duplicated += int(np.count_nonzero(dup))
-        a.out_of_order += int(np.count_nonzero(late))
-        a.lost += int(gaps.sum()) - int(np.count_nonzero(fills))
-        st.max_seq = max(st.max_seq, int(seq.max()))
-        st.max_uptime = max(st.max_uptime, int(up.max()))
-        recent = np.union1d(st.recent, seq)
-        st.recent = recent[recent > st.max_seq - SEQ_WINDOW]
-
-    def _samples(self, tab: np.ndarray, names: Any, kind: str) -> None:
-        """Per data source sample-sequence gaps (vectorised over all sources of the batch)."""
-        agent = tab["agent"].astype(np.int64)
-        seq = tab["sequence_number"].astype(np.int64)
-        stype = tab["source_id_type"].astype(np.int64)
-        sindex = tab["source_id_index"].astype(np.int64)
-        if len(tab) and int(stype.max()) < 256 and int(agent.max()) < (1 << 23):
-            # one integer per data source: hashing integers is far cheaper than sorting records
-            packed = (agent << 40) | (stype << 32) | sindex
-            uniq_p, group = np.unique(packed, return_inverse=True)
-            keys = [(names[p >> 40] or "unknown", (p >> 32) & 0xFF, p & 0xFFFFFFFF)
-                    for p in uniq_p.tolist()]
-        else:
-            rec = np.empty(len(tab), dtype=[("a", "<i8"), ("t", "<i8"), ("i", "<i8")])
-            rec["a"], rec["t"], rec["i"] = agent, stype, sindex
-            uniq, group = np.unique(rec, return_inverse=True)
-            keys = [(names[a] or "unknown", t, i) for a, t, i in uniq.tolist()]
-        group = group.reshape(-1).astype(np.int64)
-        state = self._sample_max[kind]
-        # the stored highest sequence of each known source goes in front of its group
-        known = [(gi, state[k]) for gi, k in enumerate(keys) if k in state]
-        g0 = np.array([gi for gi, _ in known], np.int64)
-        s0 = np.array([v for _, v in known], np.int64)
-        g_ext = np.r_[g0, group]
-        s_ext = np.r_[s0, seq]
-        real_ext = np.r_[np.zeros(len(g0), bool), np.ones(len(group), bool)]
-        order = np.argsort(g_ext, kind="stable")  # stored value first, then arrival order
-        g, s, real = g_ext[order], s_ext[order], real_ext[order]
-        acc = np.maximum.accumulate((g << _GROUP_SHIFT) | s) - (g << _GROUP_SHIFT)
-        first = np.r_[True, g[1:] != g[:-1]]
-        prev = np.where(first, -1, np.r_[np.int64(-1), acc[:-1]])
-        gap = np.where(real & (prev >= 0) & (s > prev), s - prev - 1, 0)
-        lost = np.bincount(g, weights=gap, minlength=len(keys)).astype(np.int64)
-        last_pos = np.r_[np.flatnonzero(first)[1:], len(g)] - 1
-        for p_last in last_pos.tolist():
-            gi = int(g[p_last])
-            hi, last = int(acc[p_last]), int(s[p_last])
-            # far below the highest: the source was reset; count from its new numbers
-            state[keys[gi]] = last if last < hi - SAMPLE_RESET else hi
-            if lost[gi]:
-                a = self._agent(keys[gi][0], self._now())
-                if kind == "flow":
-                    a.flow_lost += int(lost[gi])
+            k = self._kernel
+            i = k.datagrams(dg, tables.agents, now, 0)
+            while i < len(dg):
+                if k.need == 1:
+                    self._alloc_agents(_cap_for(len(self._acnt) * 2), None)
                 else:
-                    a.counter_lost += int(lost[gi])
-        counts = np.bincount(agent)
-        for ai in np.flatnonzero(counts).tolist():
-            a = self._agent(names[ai] or "unknown", self._now())
-            if kind == "flow":
-                a.flow_samples += int(counts[ai])
-            else:
-                a.counter_samples += int(counts[ai])
+                    self._alloc_streams(_cap_for(len(self._smax) * 2), None)
+                k.bind()
+                i = k.datagrams(dg, tables.agents, now, i)
+        for kind, tab in (("flow", tables.flows), ("counter", tables.counters)):
+            if len(tab):
+                st = self._state[kind]
+                st.reserve(self._kernel, len(tab))
+                self._kernel.samples(tab, kind == "flow", st, self.max_sources, SAMPLE_RESET)
+        if not 0.0 <= now - self._last_house < 1.0:
+            self.housekeeping(now)
+
+    # ---------------------------------------------------------------------------- housekeeping
+    def tick(self) -> None:
+        """Housekeeping without a batch (at most once a second)."""
+        now = self._now()
+        if not 0.0 <= now - self._last_house < 1.0:
+            self.housekeeping(now)
+
+    def housekeeping(self, now: float | None = None) -> None:
+        """Expire silent agents, evict the stalest when the table was full, rotate the sample
+        state, compact the tables (memory given back)."""
+        if now is None:
+            now = self._now()
+        self._last_house = now
+        if not 0.0 <= now - self._last_rotate < self.sample_ttl:
+            if self._last_rotate > -np.inf:
+                for st in self._state.values():
+                    st.rotate(self._kernel)
+            self._last_rotate = now
+        n = int(self._hw[H_AGENTS])
+        live = np.zeros(n, bool)
+        if self._aindex:
+            live[np.fromiter(self._aindex.values(), np.int64, len(self._aindex))] = True
+        last = self._atime[:n, 2]                   # clock time of the newest datagram
+        gone = live & (last < now - self.expire_after)
+        self.expired += int(gone.sum())
+        refused = int(self._hw[H_FULL])
+        if refused:
+            self._hw[H_FULL] = 0
+            cand = np.nonzero(live & ~gone)[0]
+            m = min(len(cand), max(1, self.max_agents // 16))
+            if m:
+                stalest = cand[np.argpartition(last[cand], m - 1)[:m]]
+                gone[stalest] = True
+                self.evicted += m
+            if now - self._last_full_log >= _LOG_EVERY or now < self._last_full_log:
+                self._last_full_log = now
+                log.warning("agent statistics full (max_agents=%d, max_streams=%d): refused %d "
+                            "datagrams of new agents/sub-agents; evicted the %d stalest agents",
+                            self.max_agents, self.max_streams, refused, m)
+        if gone.any():
+            self._drop(np.nonzero(live & ~gone)[0])
+            trim_heap()
+
+    def _drop(self, keep: np.ndarray) -> None:
+        """Keep only agents ``keep`` (slots) and their streams; compact every table."""
+        ids = self._aid[keep]
+        self._alloc_agents(_cap_for(2 * len(keep)), keep)
+        self._names = [self._names[i] for i in keep.tolist()]
+        self._aindex = dict(zip(ids.tolist(), range(len(keep)), strict=True))
+        self._hw[H_AGENTS_LIVE] = len(keep)
+        ns = int(self._hw[H_STREAMS])
+        skeys = np.zeros(ns, np.uint64)
+        sl = np.zeros(ns, np.int64)
+        if self._sindex:
+            skeys = np.fromiter(self._sindex.keys(), np.uint64, len(self._sindex))
+            sl = np.fromiter(self._sindex.values(), np.int64, len(self._sindex))
+        ok = np.isin(self._sagent[sl], ids)
+        skeep = sl[ok]
+        self._alloc_streams(_cap_for(2 * len(skeep)), skeep)
+        self._sindex = dict(zip(skeys[ok].tolist(), range(len(skeep)), strict=True))
+        self._hw[H_STREAMS_LIVE] = len(skeep)
+        self._kernel.bind()
 
     # --------------------------------------------------------------------------------- queries
+    def _slots(self) -> list[tuple[str, int]]:
+        return sorted((self._names[a], a) for a in self._aindex.values())
+
     def agents(self) -> list[str]:
-        """Addresses of every agent seen."""
-        return sorted(self._agents)
+        """Addresses of every agent tracked."""
+        return [name for name, _a in self._slots()]
 
     def snapshot(self, agent: str | None = None) -> dict[str, dict[str, Any]]:
         """JSON-ready per-agent figures, shaped like sFlow-RT's ``/agents/json``.
@@ -251,29 +324,55 @@ class AgentStats:
         """
         now = self._now()
         out: dict[str, dict[str, Any]] = {}
-        for name, a in sorted(self._agents.items()):
+        for name, a in self._slots():
             if agent is not None and name != agent:
                 continue
+            c = self._acnt[a].tolist()
+            first, last, _touched = self._atime[a].tolist()
             out[name] = {
-                "sFlowDatagramsReceived": a.datagrams,
-                "sFlowDatagramsLost": max(a.lost, 0),
-                "sFlowDatagramsDuplicated": a.duplicated,
-                "sFlowDatagramsOutOfOrder": a.out_of_order,
-                "sFlowDatagramErrors": a.errors,
-                "sFlowAgentRestarts": a.restarts,
-                "sFlowFlowSamples": a.flow_samples,
-                "sFlowCounterSamples": a.counter_samples,
-                "sFlowFlowSamplesLost": a.flow_lost,
-                "sFlowCounterSamplesLost": a.counter_lost,
-                "sFlowSubAgents": len(a.streams),
-                "lastUpdate": max(int(round((now - a.last_seen) * 1000)), 0),
-                "firstSeen": max(int(round((now - a.first_seen) * 1000)), 0),
-                "uptime": a.uptime,
+                "sFlowDatagramsReceived": c[A_DGRAMS],
+                "sFlowDatagramsLost": max(c[A_LOST], 0),
+                "sFlowDatagramsDuplicated": c[A_DUP],
+                "sFlowDatagramsOutOfOrder": c[A_OOO],
+                "sFlowDatagramErrors": c[A_ERRORS],
+                "sFlowAgentRestarts": c[A_RESTARTS],
+                "sFlowDatagramSequenceJumps": c[A_JUMPS],
+                "sFlowFlowSamples": c[A_FLOWS],
+                "sFlowCounterSamples": c[A_COUNTERS],
+                "sFlowFlowSamplesLost": c[A_FLOW_LOST],
+                "sFlowCounterSamplesLost": c[A_COUNTER_LOST],
+                "sFlowSampleSequenceJumps": c[A_SAMPLE_JUMPS],
+                "sFlowSubAgents": c[A_STREAMS],
+                "lastUpdate": max(int(round((now - last) * 1000)), 0),
+                "firstSeen": max(int(round((now - first) * 1000)), 0),
+                "uptime": c[A_UPTIME],
             }
         return out
 
+    def refusals(self) -> dict[str, int]:
+        """Datagrams / samples refused because the agent or stream table was full."""
+        h = self._hw
+        return {"agents_full": int(h[H_REJ_AGENTS] + h[H_REJ_STREAMS] + h[H_REJ_SAMPLES])}
+
+    def stats(self) -> dict[str, Any]:
+        """Table sizes, caps and refusals (for /healthz and /errors/json)."""
+        h = self._hw
+        return {
+            "agents": int(h[H_AGENTS_LIVE]), "max_agents": self.max_agents,
+            "streams": int(h[H_STREAMS_LIVE]), "max_streams": self.max_streams,
+            "sample_sources": sum(len(t) for t in self._state.values()),
+            "max_sources": self.max_sources,
+            "rejected_agents": int(h[H_REJ_AGENTS]), "rejected_streams": int(h[H_REJ_STREAMS]),
+            "rejected_samples": int(h[H_REJ_SAMPLES]),
+            "expired": self.expired, "evicted": self.evicted,
+            "sample_state_evicted": sum(t.evicted for t in self._state.values()),
+            "bytes": int(self._acnt.nbytes + self._atime.nbytes + self._aid.nbytes
+                         + sum(getattr(self, a).nbytes
+                               for a in ("_smax", "_sfirst", "_sup", "_sagent", "_swin"))
+                         + sum(t.nbytes() for t in self._state.values())),
+        }
+
     def reset(self) -> None:
         """Forget every agent."""
-        self._agents.clear()
-        for d in self._sample_max.values():
-            d.clear()
+        self._drop(np.zeros(0, np.int64))
+        self._state = {"flow": SeqTable(), "counter": SeqTable()}

@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,28 @@ OnBatch = Callable[..., Any]
 _SO_RXQ_OVFL = 40       # Linux values, used when fastflow.collector._ingest is not built
 _SO_TIMESTAMPNS = 35
 _RCVTIMEO = 0.1         # seconds: how long stop() may wait for the receive thread to notice
+_LINGER_STEP = 0.002    # seconds between two top-ups of a lingering batch
 
 
 def src_text(row: np.ndarray | bytes) -> str:
     """Text of a 16-byte source address row (IPv4-mapped addresses as a dotted quad)."""
     a = ipaddress.IPv6Address(bytes(row))
     return str(a.ipv4_mapped) if a.ipv4_mapped is not None else str(a)
+
+
+def allow_masks(specs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(nets, masks)``, ``uint8 (m, 16)`` each, for addresses / CIDRs (IPv4 ones as IPv4-mapped
+    IPv6, the way the receiver stores senders). Raises ValueError on a bad entry."""
+    nets = np.zeros((len(specs), 16), np.uint8)
+    masks = np.zeros((len(specs), 16), np.uint8)
+    for j, spec in enumerate(specs):
+        net = ipaddress.ip_network(str(spec).strip(), strict=False)
+        if net.version == 4:
+            net = ipaddress.IPv6Network((b"\0" * 10 + b"\xff\xff" + net.network_address.packed,
+                                         96 + net.prefixlen))
+        nets[j] = np.frombuffer(net.network_address.packed, np.uint8)
+        masks[j] = np.frombuffer(net.netmask.packed, np.uint8)
+    return nets, masks
 
 
 def _accepts_src(fn: OnBatch) -> bool:
@@ -75,8 +91,15 @@ class _PyReceiver:
         self.src = np.zeros((batch, 16), dtype=np.uint8)
         self.port = np.zeros(batch, dtype=np.uint16)
         self.datagrams = self.bytes = self.calls = self.truncated = self.kernel_drops = 0
+        self.rejected = 0
         self.next_slot = 0
         self._mv = self.buf.data
+        self._allow: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def set_allow(self, nets: np.ndarray, masks: np.ndarray) -> None:
+        """Like ``_ingest.Receiver.set_allow``."""
+        self._allow = [(np.asarray(n, np.uint8) & np.asarray(m, np.uint8), np.asarray(m, np.uint8))
+                       for n, m in zip(nets, masks, strict=True)]
 
     def recv(self, first: int = 0, k0: int = 0, wait: bool = True) -> int:
         """Like ``_ingest.Receiver.recv``: rows at [0:k] (appended from ``k0`` into slots from
@@ -109,6 +132,9 @@ class _PyReceiver:
             packed = ip.packed if ip.version == 6 else b"\0" * 10 + b"\xff\xff" + ip.packed
             self.src[k] = np.frombuffer(packed, np.uint8)
             self.port[k] = addr[1]
+            if self._allow and not any(np.array_equal(self.src[k] & m, n) for n, m in self._allow):
+                self.rejected += 1
+                continue
             self.datagrams += 1
             self.bytes += n
             k += 1
@@ -128,7 +154,8 @@ class UdpIngest:
     def __init__(self, host: str = "0.0.0.0", port: int = 6343, rcvbuf: int = 8 << 20,
                  batch: int = 1024, reuseport: bool = False,
                  on_batch: OnBatch | None = None, *, max_datagram: int = 9216,
-                 pure_python: bool = False, linger: float = 0.002) -> None:
+                 pure_python: bool = False, linger: float = 0.02,
+                 allow: Sequence[str] = (), on_idle: Callable[[], Any] | None = None) -> None:
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be 0..65535, not {port!r}")
         if not 1 <= int(batch) <= 65536:
@@ -140,8 +167,9 @@ class UdpIngest:
         if not 0.0 <= float(linger) <= 1.0:
             raise ValueError(f"linger must be 0..1 seconds, not {linger!r}")
         # A batch that comes back less than a quarter full waits this long (seconds) and is then
-        # topped up with whatever arrived: at moderate rates the per-batch costs downstream
-        # (decode set-up, store, sinks) are paid per ~100 datagrams instead of per datagram.
+        # topped up with whatever arrived: at low and moderate rates the fixed per-batch costs
+        # downstream (decode set-up, sinks, thread wake-ups, ~20-60 us) are paid at most 1/linger
+        # times a second (50/s by default) instead of once per datagram.
         self.linger = float(linger)
         self.host = host
         self.port = int(port)
@@ -150,6 +178,14 @@ class UdpIngest:
         self.reuseport = bool(reuseport)
         self.max_datagram = int(max_datagram)
         self.on_batch = on_batch
+        # called from the receive thread when a receive times out (about every 0.1 s of silence):
+        # housekeeping that must happen without traffic (expiry, memory given back)
+        self.on_idle = on_idle
+        # senders allowed (addresses / CIDRs; empty: every sender); checked here, before decoding
+        self.allow = tuple(str(a) for a in allow)
+        self._allow_arrays = allow_masks(self.allow)
+        self._last_reject_log = 0.0
+        self._rejected_logged = 0
         self.pure_python = pure_python or os.environ.get("FASTFLOW_PURE_PYTHON") == "1"
         self.rcvbuf_granted = 0
         self.sock: socket.socket | None = None
@@ -230,6 +266,8 @@ class UdpIngest:
                 self._rx = _PyReceiver(self.sock, self.batch, slot)
             else:
                 self._rx = Receiver(self.sock.fileno(), self.batch, min(slot, 65536))
+        if self.allow:
+            self._rx.set_allow(*self._allow_arrays)
         self._with_src = self.on_batch is not None and _accepts_src(self.on_batch)
         self._proc_drops_base = self._proc_drops() or 0
         self._stop.clear()
@@ -282,16 +320,23 @@ class UdpIngest:
                 log.warning("UDP receive error: %s", e)
                 time.sleep(0.01)
                 continue
+            if self.allow and rx.rejected != self._rejected_logged:
+                now = time.monotonic()
+                if now - self._last_reject_log >= 10.0:
+                    self._last_reject_log = now
+                    log.warning("dropped %d datagrams from senders outside [collector] agents "
+                                "(%d in all)", rx.rejected - self._rejected_logged, rx.rejected)
+                    self._rejected_logged = rx.rejected
             if n <= 0:
+                if n < 0 and self.on_idle is not None:
+                    try:
+                        self.on_idle()
+                    except Exception:  # noqa: BLE001 - the receive thread must survive it
+                        self.callback_errors += 1
+                        log.exception("on_idle failed")
                 continue
             if self.linger and rx.next_slot < self.batch // 4:
-                time.sleep(self.linger)
-                try:
-                    more = rx.recv(rx.next_slot, n, False)
-                except OSError:
-                    more = -1
-                if more > n:
-                    n = more
+                n = self._top_up(rx, n)
             self.batches += 1
             if n > self.max_batch_seen:
                 self.max_batch_seen = n
@@ -308,6 +353,31 @@ class UdpIngest:
                 if now - self._last_cb_log >= 10.0:
                     self._last_cb_log = now
                     log.exception("on_batch failed (%d failures so far)", self.callback_errors)
+
+    def _top_up(self, rx: Any, n: int) -> int:
+        """Let a sparse batch fill until it is a quarter full or ``linger`` has passed. The first
+        wait is ``_LINGER_STEP`` (2 ms); each next one is as long as the rate seen so far needs to
+        fill the quarter (at most the rest of the linger): few wake-ups at low rates, and at high
+        rates no more than about a quarter batch waits in the socket buffer. Returns the rows."""
+        quarter = self.batch // 4
+        t0 = time.monotonic()
+        deadline = t0 + self.linger
+        step = _LINGER_STEP
+        have = rx.next_slot
+        while rx.next_slot < quarter and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(step, left))
+            try:
+                more = rx.recv(rx.next_slot, n, False)
+            except OSError:
+                break
+            if more > n:
+                n = more
+            rate = (rx.next_slot - have) / max(time.monotonic() - t0, 1e-6)
+            step = max(_LINGER_STEP, (quarter - rx.next_slot) / rate) if rate > 0 else left
+        return n
 
     # ----------------------------------------------------------------------------------- stats
     def _proc_drops(self) -> int | None:
@@ -344,6 +414,7 @@ class UdpIngest:
             "batches": self.batches,
             "max_batch": self.max_batch_seen,
             "truncated": int(rx.truncated) if rx is not None else 0,
+            "rejected_senders": int(rx.rejected) if rx is not None else 0,
             "kernel_drops": drops,
             "callback_errors": self.callback_errors,
             "recv_errors": self.recv_errors,

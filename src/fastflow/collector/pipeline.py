@@ -118,6 +118,10 @@ class StringView:
         return self._index.get(text)
 
 
+def _is_vec(a: Any, dt: type) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == dt and a.ndim == 1 and a.flags.c_contiguous
+
+
 @dataclass
 class Batch:
     """One decoder flush. The arrays are views valid only during ``Sink.add``: copy what you keep."""
@@ -171,8 +175,11 @@ class Pipeline:
         ``ts`` is None (every datagram stamped with ``clock.now()``), a float, or a float64 array of
         per-datagram timestamps (epoch seconds).
         """
-        offsets = np.ascontiguousarray(offsets, np.int64)
-        lengths = np.ascontiguousarray(lengths, np.int64)
+        # the live ingest hands int64 / float64 arrays already: no conversion on that path
+        if not _is_vec(offsets, np.int64):
+            offsets = np.ascontiguousarray(offsets, np.int64)
+        if not _is_vec(lengths, np.int64):
+            lengths = np.ascontiguousarray(lengths, np.int64)
         n = len(offsets)
         if len(lengths) != n:
             raise ValueError(f"offsets ({n}) and lengths ({len(lengths)}) differ in length")
@@ -180,23 +187,26 @@ class Pipeline:
             return
         if ts is None:
             tsa = np.full(n, self.clock.now(), np.float64)
+        elif _is_vec(ts, np.float64):
+            tsa = ts
         elif np.ndim(ts) == 0:
             tsa = np.full(n, float(ts), np.float64)
         else:
             tsa = np.ascontiguousarray(ts, np.float64)
-            if len(tsa) != n:
-                raise ValueError(f"ts ({len(tsa)}) and offsets ({n}) differ in length")
-        with self.lock:
-            dec = self.decoder
-            dec.clear()
-            i = 0
-            while i < n:
-                k = int(dec.feed(buf, offsets[i:], lengths[i:], tsa[i:]))
+        if len(tsa) != n:
+            raise ValueError(f"ts ({len(tsa)}) and offsets ({n}) differ in length")
+        # the lock is held per decoder flush (at most a table's worth of samples), not for the
+        # whole receive batch: a batch of large datagrams never stalls readers for long
+        dec = self.decoder
+        i = 0
+        while i < n:
+            with self.lock:
+                dec.clear()
+                if i:
+                    k = int(dec.feed(buf, offsets[i:], lengths[i:], tsa[i:]))
+                else:
+                    k = int(dec.feed(buf, offsets, lengths, tsa))
                 if k == 0:
-                    if dec.n_datagrams or dec.n_counters or dec.n_flows:
-                        self._emit()
-                        dec.clear()
-                        continue
                     # A single datagram bigger than an empty decoder's tables: count and skip it.
                     self._counts.oversize += 1
                     log.warning("datagram %d (%d bytes) overflows the decoder tables; dropped",
@@ -207,6 +217,15 @@ class Pipeline:
                 self._counts.datagrams += k
                 self._emit()
                 dec.clear()
+
+    def tick(self) -> None:
+        """Housekeeping of every sink that has it (expiry, eviction, memory given back), for
+        when no batch arrives; each sink does it at most once a second of its clock."""
+        with self.lock:
+            for sink in self.sinks:
+                fn = getattr(sink, "tick", None)
+                if fn is not None:
+                    fn()
 
     def _emit(self) -> None:
         dec = self.decoder
@@ -272,6 +291,10 @@ class Pipeline:
         out = dict(self.decoder.error_counts())
         if self._counts.oversize:
             out["oversize_datagram"] = self._counts.oversize
+        for sink in self.sinks:             # bounded tables: what they refused (non-zero only)
+            refusals = getattr(sink, "refusals", None)
+            if refusals is not None:
+                out.update({k: v for k, v in refusals().items() if v})
         return out
 
     @property

@@ -588,14 +588,44 @@ def run(sim: Simulator, interval: float, duration: float, speed: float = 1.0,
     return ticks
 
 
-def udp_sender(dest: tuple[str, int], interval_wall: float) -> Callable[[Frame, float], None]:
-    """Send each frame to dest, spread over up to half the wall interval in slices."""
+def node_phases(nodes: int, seed: int = 1) -> np.ndarray:
+    """Each agent's polling phase, a fraction of the interval in [0, 1) (fixed by the seed)."""
+    return np.random.default_rng(seed + 7919).random(nodes)
+
+
+def udp_sender(dest: tuple[str, int], interval_wall: float, spread: bool = False,
+               seed: int = 1) -> Callable[[Frame, float], None]:
+    """Send each frame to dest, spread over up to half the wall interval in slices; with
+    ``spread``, each agent sends at its own phase of the whole interval, as real agents do (their
+    polling timers start when each agent starts), in slices of about 50 ms."""
     from fastflow.sources.replay import connect_udp, send
 
     sock = connect_udp(*dest)
     stats = {"sent": 0, "errors": 0}
 
+    def _send_spread(fr: Frame) -> None:
+        nodes = fr.node_of_dgram.astype(np.int64)
+        frac = node_phases(int(nodes.max()) + 1 if len(nodes) else 0, seed)[nodes]
+        order = np.argsort(frac, kind="stable")        # a node's datagrams stay in their order
+        offs = np.ascontiguousarray(fr.offsets[order])
+        lens = np.ascontiguousarray(fr.lengths[order])
+        slices = max(1, min(1000, int(interval_wall * 20)))
+        bounds = np.searchsorted(frac[order], np.arange(slices + 1) / slices)
+        bounds[-1] = len(order)
+        start = time.monotonic()
+        for k in range(slices):
+            w = start + k * interval_wall / slices - time.monotonic()
+            if w > 0:
+                time.sleep(w)
+            if bounds[k + 1] > bounds[k]:
+                s, e = send(sock, fr.buf, offs, lens, int(bounds[k]), int(bounds[k + 1]))
+                stats["sent"] += s
+                stats["errors"] += e
+
     def _send(fr: Frame, _t: float) -> None:
+        if spread:
+            _send_spread(fr)
+            return
         n = len(fr.offsets)
         slices = max(1, min(20, int(interval_wall * 10)))
         bounds = np.linspace(0, n, slices + 1).astype(int)
@@ -643,6 +673,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replicas/containers from the real engine's running tasks of the services")
     p.add_argument("--seed", type=int, default=1,
                    help="random seed of the simulated counters and task ids")
+    p.add_argument("--spread", action="store_true",
+                   help="each agent sends at its own phase of the polling interval, as real agents "
+                        "do (default: every agent in the first half of it, a burst per tick)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -721,7 +754,7 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         return fail("simulate", problem, EXIT_USAGE)
     try:
-        sender = udp_sender(dest, args.polling / args.speed)
+        sender = udp_sender(dest, args.polling / args.speed, spread=args.spread, seed=args.seed)
     except OSError as exc:
         return fail("simulate", f"cannot send to {args.to}: {exc.strerror or exc}", EXIT_FAILURE)
     print(f"fastflow simulate: {args.nodes} node(s) to {dest[0]}:{dest[1]} for "
