@@ -410,6 +410,12 @@ MAX_MATCH_CACHE = 256       # filter results kept per store generation
 _KEY_TEXT = ("hostname", "machine_type", "os_name", "os_release")
 
 
+def _has_column(table: Any, col: str) -> bool:
+    """``col`` is a column of ``table`` (a structured/record array or a mapping of columns)."""
+    names = getattr(getattr(table, "dtype", None), "names", None)
+    return col in names if names is not None else col in table
+
+
 def parse_metrics(metrics: str | Sequence[str]) -> list[tuple[str, str, str]]:
     """``"avg:vir_cpu_utilization,vir_bytes_in"`` -> [(spec, prefix, name), ...]; ValueError if bad."""
     items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
@@ -525,10 +531,11 @@ class Metrics:
             v = _Vec(m, values, None, valid)
         else:
             codes = np.zeros(n, np.int64)
-            key_col = m.text_col in self.store.k
-            if m.text_record and m.text_col not in g.ring.last and not key_col:
+            key_col = _has_column(self.store.k, m.text_col)
+            ring_col = _has_column(g.ring.last, m.text_col)
+            if m.text_record and not ring_col and not key_col:
                 pass                      # a column this store does not keep: never valid
-            elif m.text_record and m.text_col in g.ring.last:
+            elif m.text_record and ring_col:
                 c, ok = g.cur(m.text_col).astype(np.int64), g.has(m.text_record)
                 codes[g.keys] = c
                 valid[g.keys] = ok
