@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from importlib import resources
@@ -37,12 +36,9 @@ def example_text() -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from fastflow.web.server import is_loopback  # the rule the server itself applies
+
+    return is_loopback(host)
 
 
 def preflight(cfg: Config, scaler: bool = True) -> None:

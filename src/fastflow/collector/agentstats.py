@@ -39,12 +39,12 @@ the agent's address text is kept per agent.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
 import numpy as np
 
+from fastflow.collector import compiled_or_twin
 from fastflow.collector.store import trim_heap
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,8 @@ _LOG_EVERY = 10.0
 
 def kernel_class(pure_python: bool | None = None) -> type:
     """Compiled accounting kernel unless ``pure_python`` (default: FASTFLOW_PURE_PYTHON=1)."""
-    if pure_python is None:
-        pure_python = os.environ.get("FASTFLOW_PURE_PYTHON") == "1"
-    if not pure_python:
-        try:
-            from fastflow.collector._agentstats import AgentKernel
-        except ImportError:  # pragma: no cover - depends on the build
-            log.info("fastflow.collector._agentstats not built; using the pure-Python twin")
-        else:
-            return AgentKernel
-    from fastflow.collector._pyagentstats import PyAgentKernel
-
-    return PyAgentKernel
+    return compiled_or_twin(("fastflow.collector._agentstats", "AgentKernel"),
+                            ("fastflow.collector._pyagentstats", "PyAgentKernel"), pure_python)
 
 
 def _cap_for(n: int) -> int:

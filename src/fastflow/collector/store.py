@@ -44,13 +44,13 @@ memory goes back to the system), so the store shrinks after a burst of spoofed s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE, COUNTER_RECORD_BY_NAME
+from fastflow.collector import compiled_or_twin
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastflow.collector.pipeline import Batch, Clock, StringView
@@ -80,18 +80,8 @@ _LOG_EVERY = 10.0                 # seconds between two "store full" warnings
 
 def kernel_class(pure_python: bool | None = None) -> type:
     """The store's write kernel: compiled unless ``pure_python`` (default: FASTFLOW_PURE_PYTHON)."""
-    if pure_python is None:
-        pure_python = os.environ.get("FASTFLOW_PURE_PYTHON") == "1"
-    if not pure_python:
-        try:
-            from fastflow.collector._store import StoreKernel
-        except ImportError:  # pragma: no cover - depends on the build
-            log.info("fastflow.collector._store not built; using the pure-Python store writer")
-        else:
-            return StoreKernel
-    from fastflow.collector._pystore import PyStoreKernel
-
-    return PyStoreKernel
+    return compiled_or_twin(("fastflow.collector._store", "StoreKernel"),
+                            ("fastflow.collector._pystore", "PyStoreKernel"), pure_python)
 
 
 def _group_columns(records: Sequence[str]) -> list[tuple[str, np.dtype]]:
