@@ -395,3 +395,21 @@ def test_threshold_by_flow_on_a_replayed_capture(swarm_pcap: Path) -> None:
     assert events and all(e["metric"] == "pairs" and e["flowKey"] for e in events)
     assert any(e["flowKey"].startswith("127.0.0.1,127.0.0.1,") for e in events)
     assert all(e["value"] > 0.001 and e["threshold"] == 0.001 for e in events)
+
+
+def test_ifname_is_a_text_metric_of_interfaces(swarm_pcap: Path) -> None:
+    """hsflowd's 0:1005 ifName arrives with every interface sample: `ifname` is a text metric of
+    the interface's data source (sFlow-RT's /metric/{agent}/json shows "1.ifname": "lo")."""
+    from fastflow import pcap
+    from fastflow.collector.metrics import Metrics
+    from fastflow.collector.pipeline import Pipeline, ReplayClock
+    from fastflow.collector.store import Store
+
+    cap = pcap.read(swarm_pcap)
+    clock = ReplayClock(float(cap.ts[0]))
+    store = Store(clock=clock)
+    metrics = Metrics(store)
+    Pipeline([store], clock=clock).feed_capture(cap, step=2.0, on_step=lambda t: None)
+    names = {e["dataSource"]: e["metricValue"] for e in metrics.dump("ALL", "ifname", None)}
+    assert names == {"1": "lo", "5": "docker0"}
+    assert metrics.agent_metrics("192.0.2.2")["1.ifname"] == "lo"

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 GROUPS: dict[str, tuple[str, ...]] = {
     "virt": ("virt_cpu", "virt_memory", "virt_disk_io", "virt_net_io"),
     "host": ("host_cpu", "host_memory", "host_disk_io", "host_net_io", "virt_node"),
-    "if": ("if_counters", "ethernet_counters"),
+    "if": ("if_counters", "ethernet_counters", "if_name"),
 }
 
 # counters kept by the write kernel, in its order
@@ -88,7 +88,7 @@ def _group_columns(records: Sequence[str]) -> list[tuple[str, np.dtype]]:
     cols: list[tuple[str, np.dtype]] = []
     for rec in records:
         for _json, col, _off, typ in COUNTER_RECORD_BY_NAME[rec][3]:
-            if typ in ("u32", "u64", "i32", "f32"):
+            if typ in ("u32", "u64", "i32", "f32", "str"):   # str: an intern-table index
                 cols.append((col, COUNTER_DTYPE[col]))
     return cols
 
