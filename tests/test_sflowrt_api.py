@@ -412,4 +412,5 @@ def test_ifname_is_a_text_metric_of_interfaces(swarm_pcap: Path) -> None:
     Pipeline([store], clock=clock).feed_capture(cap, step=2.0, on_step=lambda t: None)
     names = {e["dataSource"]: e["metricValue"] for e in metrics.dump("ALL", "ifname", None)}
     assert names == {"1": "lo", "5": "docker0"}
-    assert metrics.agent_metrics("192.0.2.2")["1.ifname"] == "lo"
+    per_agent = metrics.agent_metrics("192.0.2.2")
+    assert per_agent is not None and per_agent["1.ifname"] == "lo"
