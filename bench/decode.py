@@ -43,7 +43,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+from _checkout import child_env, use_checkout  # noqa: E402
+
+use_checkout()
 
 
 def corpus_pcap() -> Path:
@@ -160,7 +163,7 @@ print(json.dumps({"datagrams": n, "wall": wall,
 
 def child(path: Path, what: str, repeats: int, n: int = 0, pure: bool = False) -> dict[str, Any]:
     """Run READ_PCAP_CHILD ``repeats`` times: medians of wall/CPU, max of peak RSS."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OPENBLAS_NUM_THREADS="1")
+    env = child_env({"OPENBLAS_NUM_THREADS": "1"})
     if pure:
         env["FASTFLOW_PURE_PYTHON"] = "1"
     else:

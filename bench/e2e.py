@@ -60,7 +60,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SRC = ROOT / "src"
-sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(HERE))
+from _checkout import child_env as _child_env  # noqa: E402
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()
 
 CAPTURE_DATAGRAMS = 124
 TARGET_RATE = 500_000          # datagrams/s received and decoded, no loss (the target)
@@ -82,9 +86,7 @@ def capture_path() -> Path:
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    return _child_env()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -44,7 +44,10 @@ HERE = Path(__file__).resolve().parent
 if "--src" in sys.argv:             # measure another tree (before/after comparisons)
     sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
 else:
-    sys.path.insert(0, str(HERE.parent / "src"))
+    sys.path.insert(0, str(HERE))
+    from _checkout import use_checkout
+
+    use_checkout()
 
 from fastflow._schema import FLOW_BIT, FLOW_DTYPE  # noqa: E402
 from fastflow.collector.flows import FlowEngine  # noqa: E402
@@ -195,9 +198,15 @@ def udp_service(n: int, src: Path | None) -> dict[str, Any]:
     import tempfile
     import threading
     import urllib.request
-    tree = str(src or HERE.parent / "src")
     tmp = tempfile.mkdtemp()
-    env = {**os.environ, "PYTHONPATH": tree, "FASTFLOW_SCALER_STATE_FILE": f"{tmp}/s.json"}
+    if src:
+        env = {**os.environ, "PYTHONPATH": str(src), "FASTFLOW_SCALER_STATE_FILE": f"{tmp}/s.json"}
+    else:
+        sys.path.insert(0, str(HERE))
+        from _checkout import child_env
+
+        env = child_env({"FASTFLOW_SCALER_STATE_FILE": f"{tmp}/s.json"})
+    tree = env.get("PYTHONPATH") or "the installed package"
     p = subprocess.Popen([sys.executable, "-m", "fastflow", "run", "--sflow-port", "0",
                           "--http-port", "0", "--bind", "127.0.0.1", "--no-scaler"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

@@ -31,7 +31,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()
 
 
 def corpus_pcap() -> Path | None:

@@ -27,7 +27,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "src"))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()
 
 import e2e  # noqa: E402
 from fastflow import encode as E  # noqa: E402

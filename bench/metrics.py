@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()
 
 from fastflow._schema import COUNTER_BIT, COUNTER_DTYPE, DATAGRAM_DTYPE, FLOW_DTYPE  # noqa: E402
 from fastflow.collector.metrics import METRICS, Metrics  # noqa: E402

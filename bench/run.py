@@ -45,7 +45,10 @@ ROOT = HERE.parent
 DATA = HERE / "data"
 RESULTS = HERE / "results"
 PEERS = HERE / ".peers"
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()
 
 from decode import child, run_all  # noqa: E402  (bench/decode.py: feed/clear loop, subprocess)
 from fastflow import pcap  # noqa: E402

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fastflow
 from fastflow import _schema
 from fastflow._decode import Decoder
 
@@ -613,7 +614,9 @@ def test_column_decoder_out_of_memory_is_an_error_not_a_crash(swarm_pcap: Path) 
         else:
             print("no error")
     """)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
+    # the child imports the same fastflow as this process (the checkout or the installed package)
+    pkg_parent = Path(fastflow.__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(pkg_parent))
     p = subprocess.run([sys.executable, "-c", code, str(swarm_pcap)], capture_output=True,
                        text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
