@@ -27,8 +27,9 @@ import pytest
 from _api_util import get_json
 from _netns_swarm import Engine, NetnsError, NetnsSwarm, unavailable_reason
 from _service_util import Proc
+from _telemetry_util import TaskTelemetry
 from dockerenv import IMAGE, ensure_engine, unavailable, unique
-from test_ha_run import FanoutTelemetry, bounded, report
+from test_ha_run import bounded, report
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,7 @@ def test_raft_leader_failover(nswarm: NetnsSwarm, tmp_path: Path) -> None:
                  "--replicas", "1", IMAGE, "sleep", "600")
     live = LiveClient(nswarm)
     procs: dict[str, Proc] = {}
-    tel: FanoutTelemetry | None = None
+    tel: TaskTelemetry | None = None
     events: dict[str, list[tuple[int, int]]] = {}
 
     def replicas() -> int:
@@ -147,7 +148,7 @@ staleness = 3
             procs[e.addr] = Proc("--config", str(cfg), "--sflow-port", "0", "--http-port", "0",
                                  "--bind", "127.0.0.1")
         svc_id = live.api.inspect_service(name)["ID"]
-        tel = FanoutTelemetry(live, svc_id, [p.port("sFlow") for p in procs.values()])
+        tel = TaskTelemetry(live, svc_id, [p.port("sFlow") for p in procs.values()], util=50.0).start()
         bounded(lambda: running() == 1, 90, "the service's task running", diag, step=0.5)
         leader = nswarm.leader()
         assert leader is not None

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +23,13 @@ import pytest
 
 from _api_util import get_json, request
 from _service_util import Proc
+from _telemetry_util import TaskTelemetry
+from _telemetry_util import bounded as _bounded
 from dockerenv import SwarmHelper, docker_client_fixture, swarm_fixture, unique  # noqa: F401
 from fastflow import __version__
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SEND_EVERY = 0.5
 # lease timing in these tests; FASTFLOW_TEST_HA_DEFAULTS=1 runs them with the defaults (12 s, 3 s, 1 s)
 _DEFAULTS = os.environ.get("FASTFLOW_TEST_HA_DEFAULTS") == "1"
 DURATION = 12.0 if _DEFAULTS else 4.0
@@ -38,75 +37,6 @@ RENEW = 3.0 if _DEFAULTS else 1.0
 POLL = 1.0 if _DEFAULTS else 0.5
 INTERVAL = 1.0        # the scaler's interval
 PHASE = 60.0          # bound on every phase
-
-
-class FanoutTelemetry:
-    """Every ``SEND_EVERY`` s one hsflowd-shaped datagram describing the service's running tasks,
-    each busy ``util`` percent of a CPU, sent to every collector port."""
-
-    def __init__(self, client: Any, service_id: str, ports: Sequence[int]) -> None:
-        self.helper = SwarmHelper(client)
-        self.service_id = service_id
-        self.ports = list(ports)
-        self.util = 50.0
-        self.tasks: list[str] = []
-        self.errors: list[str] = []
-        self._cpu_ms: dict[str, float] = {}
-        self._n: dict[str, int] = {}
-        self._seq = 0
-        self._t0 = time.monotonic()
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._thread = threading.Thread(target=self._run, name="ha-telemetry", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self._sock.close()
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                tasks = self.helper.running_tasks(self.service_id)
-            except Exception as exc:  # noqa: BLE001 - engine hiccup: report, keep going
-                self.errors.append(repr(exc))
-                tasks = self.tasks
-            now = time.monotonic()
-            dt, last = now - last, now
-            for t in tasks:
-                self._cpu_ms[t] = self._cpu_ms.get(t, 1000.0) + self.util / 100.0 * dt * 1000.0
-            self.tasks = tasks
-            if tasks:
-                data = self._datagram(tasks)
-                for p in self.ports:
-                    try:
-                        self._sock.sendto(data, ("127.0.0.1", p))
-                    except OSError:    # a killed instance's port: ICMP refused, harmless
-                        pass
-            self._stop.wait(max(0.0, SEND_EVERY - (time.monotonic() - now)))
-
-    def _datagram(self, tasks: list[str]) -> bytes:
-        from fastflow import encode as e
-        from fastflow.sources.simulate import container_index
-
-        self._seq += 1
-        up_ms = int((time.monotonic() - self._t0) * 1000) + 600_000
-        samples = [e.counter_sample("2:1", [
-            e.host_descr(hostname="fftest-node", machine_type=3, os_name=2, os_release="6.1.0"),
-            e.host_cpu(cpu_num=2, cpu_speed=2400, uptime=up_ms // 1000, cpu_user=up_ms // 4,
-                       cpu_idle=up_ms)], sequence_number=self._seq, expanded=True)]
-        for t in tasks:
-            n = self._n[t] = self._n.get(t, 0) + 1
-            samples.append(e.counter_sample(f"3:{container_index(t)}", [
-                e.host_descr(hostname=t, machine_type=3, os_name=2, os_release="6.1.0"),
-                e.host_parent(2, 1),
-                e.virt_cpu(state=1, cpu_time=int(self._cpu_ms[t]) & 0xFFFFFFFF, nr_virt_cpu=1),
-                e.virt_memory(memory=8 << 20, max_memory=2 << 30),
-            ], sequence_number=n, expanded=True))
-        return e.encode_datagram(e.datagram("127.0.0.1", samples, sequence_number=self._seq,
-                                            uptime=up_ms & 0xFFFFFFFF, sub_agent_id=100000))
 
 
 def write_config(path: Path, service: str, lock: str, state_file: Path,
@@ -171,13 +101,8 @@ class Instance:
 
 def bounded(cond: Callable[[], Any], timeout: float, what: str, diag: Callable[[], Any],
             step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"{what} not within {timeout}s: {diag()}")
+    """:func:`_telemetry_util.bounded`, polled every 0.1 s (failover times are measured with it)."""
+    return _bounded(cond, timeout, what, diag, step)
 
 
 class Cluster:
@@ -190,11 +115,12 @@ class Cluster:
         self.svc = swarm.create_service(self.name, ["sleep", "600"], replicas=1)
         swarm.wait_running(self.svc, 1)
         self.inst: list[Instance] = []
-        self.tel: FanoutTelemetry | None = None
+        self.tel: TaskTelemetry | None = None
         try:
             for i in range(n):
                 self.inst.append(Instance(tmp, i, self.name, self.lock, replicas_max))
-            self.tel = FanoutTelemetry(swarm.client, self.svc.id, [i.sflow for i in self.inst])
+            self.tel = TaskTelemetry(swarm.client, self.svc.id, [i.sflow for i in self.inst],
+                                     util=50.0).start()
         except BaseException:
             self.close()
             raise
