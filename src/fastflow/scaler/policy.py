@@ -470,13 +470,17 @@ def proportional(policy: Policy, current: int, t: Telemetry) -> tuple[int, str]:
     return max(proposals), "; ".join(why)
 
 
+def _clamp(raw: int, why: str, lo: int, hi: int) -> tuple[int, str]:
+    """``raw`` within [lo, hi], and the reason saying so when it had to be moved."""
+    rec = max(lo, min(hi, raw))
+    return rec, (why + f" (clamped to [{lo}, {hi}])" if rec != raw else why)
+
+
 def _decide_proportional(policy: Policy, current: int, telemetry: Telemetry, now: float,
                          history: History, values: dict[str, float]) -> Decision:
     lo, hi = policy.replicas_min, policy.replicas_max
     raw, why = proportional(policy, current, telemetry)
-    rec = max(lo, min(hi, raw))
-    if rec != raw:
-        why += f" (clamped to [{lo}, {hi}])"
+    rec, why = _clamp(raw, why, lo, hi)
     recs = history.recommendations
     recs.append((now, rec))
     keep = max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
@@ -567,9 +571,7 @@ def decide(policy: Policy, current: int, telemetry: Telemetry, now: float,
     if policy.mode == "proportional":
         return _decide_proportional(policy, current, telemetry, now, history, values)
     raw, why = recommend(policy, current, values)
-    rec = max(lo, min(hi, raw))
-    if rec != raw:
-        why += f" (clamped to [{lo}, {hi}])"
+    rec, why = _clamp(raw, why, lo, hi)
     # stabilization window: remember recommendations; scale down only to the highest in the window
     recs = history.recommendations
     recs.append((now, rec))
