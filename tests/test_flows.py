@@ -241,6 +241,44 @@ def test_aggregation_over_data_sources_and_agent_selection() -> None:
         fe.active_flows("ALL", "f", agg_mode="median")
 
 
+def test_flow_read_as_metric_and_open_metric_names() -> None:
+    """sFlow-RT reads a flow definition's name as a metric: each data source's value is its largest
+    flow, aggregated over data sources by the prefix; a name that is no metric answers metricN 0."""
+    from fastflow.collector.flows import query_metrics
+
+    fe, clock = engine()
+    fe.define("f", "ipsource", t=86400, persistent=True)
+    fe.define("idle", "", t=2, persistent=True)         # keyless: one flow per data source
+    fe.add_flows(rows({"ds": 1, "len": 100}, {"ds": 1, "len": 50, "src": "192.0.2.9"},
+                      {"ds": 2, "len": 300}, {"agent": 2, "len": 200}), agent_text)
+    scale = 1 / 86400
+    mx = fe.metric("ALL", "f", "max", "f")
+    assert mx["metricN"] == 3 and mx["metricValue"] == pytest.approx(3000 * scale)
+    assert (mx["agent"], mx["dataSource"]) == ("10.0.0.1", "2")
+    assert [k["key"] for k in mx["topKeys"]] == ["192.0.2.1"]
+    assert fe.metric("ALL", "sum:f", "sum", "f")["metricValue"] == pytest.approx(6000 * scale)
+    assert fe.metric("ALL", "min:f", "min", "f")["metricValue"] == pytest.approx(1000 * scale)
+    ds1 = fe.metric("10.0.0.1", "f", "max", "f")
+    assert ds1["metricN"] == 2
+    assert fe.metric("10.0.0.9", "f", "max", "f") == {"metricName": "f", "metricN": 0}
+    assert fe.metric("ALL", "sum:idle", "sum", "idle")["metricN"] == 3
+    clock.t += 100                                       # past idle's expiry, not f's
+    assert fe.metric("ALL", "idle", "max", "idle")["metricN"] == 0
+
+    class NoCounters:
+        def query(self, agents: str, names: list[str], filters: Any) -> list[dict[str, Any]]:
+            return [{"metricName": n, "metricN": 7} for n in names]
+
+    out = query_metrics(NoCounters(), fe, "ALL", "sum:f,no_such_metric,load_one,avg:f")
+    assert [o["metricName"] for o in out] == ["sum:f", "no_such_metric", "load_one", "avg:f"]
+    assert out[1] == {"metricName": "no_such_metric", "metricN": 0}
+    assert out[2]["metricN"] == 7                       # decayed by 100 s of a 1-day t:
+    assert out[3]["metricValue"] == pytest.approx(2000 * scale, rel=0.01)
+    assert query_metrics(NoCounters(), None, "ALL", "f")[0]["metricN"] == 0
+    with pytest.raises(ValueError, match="aggregation"):
+        query_metrics(NoCounters(), fe, "ALL", "mean:f")
+
+
 def test_top_n_eviction_and_idle_expiry() -> None:
     fe, clock = engine(100.0)
     fe.define("f", "tcpsourceport", t=1.0, n=5, persistent=True)

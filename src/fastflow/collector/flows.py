@@ -63,10 +63,16 @@ from fastflow.collector.flowfilter import (
     parse_filter,
     parse_keys,
 )
+from fastflow.collector.metrics import AGGREGATIONS, METRICS, reduce_values
 
-__all__ = ["FlowEngine", "FlowDefinition", "FilterError", "SourceTable", "VALUES", "AGG_MODES"]
+__all__ = ["FlowEngine", "FlowDefinition", "FilterError", "SourceTable", "VALUES", "AGG_MODES",
+           "query_metrics"]
 
 log = logging.getLogger(__name__)
+
+#: the fields of sFlow-RT's flow definition object (https://sflow-rt.com/define_flow.php)
+DEFINITION_FIELDS = frozenset({"keys", "value", "filter", "t", "n", "fs", "dropped", "log",
+                               "flowStart", "activeTimeout", "aggMode"})
 
 # value name -> (what is counted per sample, scale to the reported unit, description)
 VALUES: dict[str, tuple[str, float, str]] = {
@@ -454,6 +460,43 @@ class FlowEngine:
         self._flow_id = 0
 
     # -- definitions ----------------------------------------------------------------------------
+    def define_spec(self, name: str, spec: Any, persistent: bool = False) -> FlowDefinition:
+        """:meth:`define` from sFlow-RT's definition object (``PUT /flow/{name}/json``, a script's
+        ``setFlow(name, spec)``): ``keys``, ``value``, ``filter``, ``t``, ``n``, ``fs``,
+        ``dropped``, ``log``, ``flowStart``, ``activeTimeout``, ``aggMode``. Numbers may come as
+        numeric text (scripts pass query-string values); an unknown field is a FilterError."""
+        if not isinstance(spec, dict):
+            raise FilterError("flow definition must be an object "
+                              '{"keys", "value", "filter", "t", "n", ...}')
+        unknown = set(spec) - DEFINITION_FIELDS
+        if unknown:
+            raise FilterError(f"unknown flow definition field(s): {', '.join(sorted(unknown))}")
+
+        def num(key: str, default: float) -> Any:
+            v = spec.get(key)
+            if v is None:
+                return default
+            if isinstance(v, str):
+                try:
+                    return float(v)
+                except ValueError:
+                    raise FilterError(f"{key} must be a number, not {v!r}") from None
+            return v
+
+        def flag(key: str) -> Any:
+            v = spec.get(key, False)
+            if isinstance(v, str) and v.lower() in ("true", "false"):
+                return v.lower() == "true"
+            return v
+
+        flt = spec.get("filter")
+        return self.define(name, spec.get("keys"), spec.get("value") or "bytes",
+                           flt if flt != "" else None, num("t", 2.0), num("n", 100), persistent,
+                           fs="," if spec.get("fs") is None else spec["fs"], dropped=flag("dropped"),
+                           log_flows=flag("log"), flow_start=flag("flowStart"),
+                           active_timeout=num("activeTimeout", 60.0),
+                           agg_mode=spec.get("aggMode"))
+
     def define(self, name: str, keys: str | Sequence[str] | None = None, value: str = "bytes",
                filter: str | None = None, t: float = 2.0, n: int = 100,
                persistent: bool = False, *, fs: str = ",", dropped: bool = False,
@@ -793,6 +836,58 @@ class FlowEngine:
                     return float(vals[slot])
             return 0.0
 
+    def metric(self, agents: str, spec: str, prefix: str, name: str,
+               top_keys: int = 10) -> dict[str, Any]:
+        """A flow definition read as a metric, as sFlow-RT's ``metric()`` does with a flow's name:
+        each data source's value is its largest active flow, aggregated over data sources with
+        ``prefix`` (max by default); ``max``/``min``/``any`` also name the agent and data source
+        picked and list its ``topKeys``. KeyError when no definition is called ``name``."""
+        d = self.definition(name)
+        if d is None:
+            raise KeyError(name)
+        res: dict[str, Any] = {"metricName": spec, "metricN": 0}
+        with self.lock:
+            now = self.now()
+            k = d.size
+            if k == 0:
+                return res
+            alive = (now - d.last[:k]) <= self.expire_factor * d.t
+            vals = np.where(alive, d.decayed(now), 0.0)
+            idx = np.flatnonzero(self._agent_mask(d, vals > 0, agents))
+            if len(idx) == 0:
+                return res
+            v = vals[idx]
+            _, inv = _group([d.rows[idx, j] for j in range(3)])      # (agent, class, index)
+            g = int(inv.max()) + 1
+            o = np.lexsort((-v, inv))
+            first = o[np.r_[True, inv[o][1:] != inv[o][:-1]]]
+            best = np.empty(g)
+            best[inv[first]] = v[first]
+            slot_of = np.empty(g, np.int64)
+            slot_of[inv[first]] = idx[first]
+            ages = np.maximum(0.0, now - d.last[slot_of]) * 1000.0
+            res["metricN"] = g
+            res["lastUpdate"] = int(ages.min())
+            res["lastUpdateMax"] = int(ages.max())
+            res["lastUpdateMin"] = int(ages.min())
+            if prefix in ("max", "min", "any"):
+                j = int(np.argmax(best) if prefix == "max" else np.argmin(best)
+                        if prefix == "min" else np.argmin(ages))
+                res["metricValue"] = float(best[j])
+                slot = int(slot_of[j])
+                agent, ds = d.agent_ds(slot, self._agents)
+                res["agent"], res["dataSource"] = agent, ds
+                res["lastUpdate"] = int(ages[j])
+                mine = idx[inv == j]
+                mine = mine[np.argsort(-vals[mine], kind="stable")][:top_keys]
+                res["topKeys"] = [{"key": d.key_text(int(s), self._agents),
+                                   "value": float(vals[s]),
+                                   "lastUpdate": int(max(0.0, now - d.last[s]) * 1000.0)}
+                                  for s in mine.tolist()]
+            else:
+                res["metricValue"] = reduce_values(prefix, best)
+        return res
+
     def logged_flows(self, name: str | None = None, after: int = -1,
                      max_flows: int = 100) -> list[dict[str, Any]]:
         """sFlow-RT ``/flows/json``: the most recent logged flows (``log: true`` definitions),
@@ -863,3 +958,39 @@ def _agg_mode(mode: Any) -> str:
     if m not in AGG_MODES:
         raise FilterError(f"aggMode must be one of {', '.join(AGG_MODES)}, not {mode!r}")
     return m
+
+
+def query_metrics(metrics: Any, flows: FlowEngine | None, agents: str,
+                  spec: str | Sequence[str],
+                  filters: Any = None) -> list[dict[str, Any]]:
+    """sFlow-RT's ``metric(agents, metrics, filter)``, one answer per item, in order: counter
+    metrics from ``metrics.query``; the name of a flow definition read from ``flows``
+    (:meth:`FlowEngine.metric`; filters do not apply to it); and, as in sFlow-RT, where metric
+    names are open, a name that is neither answers ``{"metricName", "metricN": 0}``. An unknown
+    aggregation prefix, or a numeric one on a text metric, is still a ValueError."""
+    items = [i.strip() for i in (spec.split(",") if isinstance(spec, str) else spec)]
+    items = [i for i in items if i]
+    if not items:
+        raise ValueError("no metric named")
+    out: list[dict[str, Any] | None] = [None] * len(items)
+    counters: list[int] = []
+    for i, item in enumerate(items):
+        prefix, _, name = item.rpartition(":")
+        prefix = prefix or "max"
+        if prefix not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {prefix!r} in {item!r} (use one of "
+                             f"{', '.join(AGGREGATIONS)})")
+        if name in METRICS:
+            counters.append(i)
+        elif flows is not None and flows.definition(name) is not None:
+            try:
+                out[i] = flows.metric(agents, item, prefix, name)
+            except KeyError:                 # cleared meanwhile
+                out[i] = {"metricName": item, "metricN": 0}
+        else:
+            out[i] = {"metricName": item, "metricN": 0}
+    if counters:
+        for i, r in zip(counters, metrics.query(agents, [items[i] for i in counters], filters),
+                        strict=True):
+            out[i] = r
+    return [r for r in out if r is not None]

@@ -416,6 +416,33 @@ def _has_column(table: Any, col: str) -> bool:
     return col in names if names is not None else col in table
 
 
+
+def reduce_values(prefix: str, x: np.ndarray) -> float:
+    """sFlow-RT's numeric aggregation ``prefix`` (sum, avg, var, sdev, med/q2, q1, q3, iqr, or
+    max/min/any) of the non-empty array ``x``; ``any`` here is the first value."""
+    if prefix == "sum":
+        return float(np.sum(x))
+    if prefix == "avg":
+        return float(np.mean(x))
+    if prefix == "var":
+        return float(np.var(x))
+    if prefix == "sdev":
+        return float(np.std(x))
+    if prefix in ("med", "q2"):
+        return float(np.median(x))
+    if prefix == "q1":
+        return float(np.percentile(x, 25))
+    if prefix == "q3":
+        return float(np.percentile(x, 75))
+    if prefix == "iqr":
+        q1, q3 = np.percentile(x, [25, 75])
+        return float(q3 - q1)
+    if prefix == "min":
+        return float(np.min(x))
+    if prefix == "any":
+        return float(x[0])
+    return float(np.max(x))
+
 def parse_metrics(metrics: str | Sequence[str]) -> list[tuple[str, str, str]]:
     """``"avg:vir_cpu_utilization,vir_bytes_in"`` -> [(spec, prefix, name), ...]; ValueError if bad."""
     items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
@@ -746,23 +773,7 @@ class Metrics:
                     else np.argmin(ages))
             res["metricValue"] = _json_num(float(x[j]))
             return int(idx[j])
-        if prefix == "sum":
-            val = float(np.sum(x))
-        elif prefix == "avg":
-            val = float(np.mean(x))
-        elif prefix == "var":
-            val = float(np.var(x))
-        elif prefix == "sdev":
-            val = float(np.std(x))
-        elif prefix in ("med", "q2"):
-            val = float(np.median(x))
-        elif prefix == "q1":
-            val = float(np.percentile(x, 25))
-        elif prefix == "q3":
-            val = float(np.percentile(x, 75))
-        else:  # iqr
-            q1, q3 = np.percentile(x, [25, 75])
-            val = float(q3 - q1)
+        val = reduce_values(prefix, x)
         res["metricValue"] = val
         return None
 

@@ -19,8 +19,6 @@ from fastflow.collector.flowfilter import KEYS, FilterError
 from fastflow.collector.flows import VALUES, FlowEngine
 from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 
-DEFINITION_FIELDS = {"keys", "value", "filter", "t", "n", "fs", "dropped", "log", "flowStart",
-                     "activeTimeout", "aggMode"}
 MAX_LOG_TIMEOUT = 60.0          # seconds a /flows/json request may wait for new flows
 MAX_LOG_WAITERS = 64            # /flows/json requests waiting at once (more: 503)
 MAX_LOG_FLOWS = 10_000          # records in one /flows/json answer
@@ -56,21 +54,8 @@ def flow_routes(engine: FlowEngine, *, log_poll: float = LOG_POLL) -> list[Route
         return json_response(d.spec())
 
     def put(req: Request) -> Response:
-        body = req.json()
-        if not isinstance(body, dict):
-            raise HTTPError(400, "flow definition must be a JSON object "
-                                 '{"keys", "value", "filter", "t", "n", ...}')
-        unknown = set(body) - DEFINITION_FIELDS
-        if unknown:
-            raise HTTPError(400, f"unknown flow definition field(s): {', '.join(sorted(unknown))}")
         try:
-            engine.define(req.params["name"], body.get("keys"), body.get("value", "bytes"),
-                          body.get("filter"), body.get("t", 2.0), body.get("n", 100),
-                          fs=body.get("fs", ","), dropped=body.get("dropped", False),
-                          log_flows=body.get("log", False),
-                          flow_start=body.get("flowStart", False),
-                          active_timeout=body.get("activeTimeout", 60.0),
-                          agg_mode=body.get("aggMode"))
+            engine.define_spec(req.params["name"], req.json())
         except FilterError as exc:
             raise HTTPError(400, str(exc)) from None
         return Response(204)
