@@ -215,7 +215,8 @@ class Service:
             if self.agentstats is not None else None
         routes = core_routes(self.pipeline, self.metrics, agents, ingest_stats=self.ingest_stats,
                              started=self.started, thresholds=self.thresholds,
-                             scaler=self.scaler, server=lambda: self.api)
+                             scaler=self.scaler, server=lambda: self.api, flows=self.flows,
+                             scripts=self.scripts)
         if self.trends is not None:
             routes += trend_routes(self.trends,
                                    lambda: self.api.closing if self.api is not None else None)

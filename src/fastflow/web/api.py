@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastflow import __version__
+from fastflow.collector.flows import query_metrics
 from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 from fastflow.web.server import MAX_REQUEST_BYTES, ApiServer, is_loopback
 
@@ -281,7 +282,7 @@ def own_metrics_text(parts: Mapping[str, Any]) -> str:
     ``parts``: ``uptime`` (s), ``ingest`` (dict), ``errors`` ({reason: n}), ``kinds``
     ({reason: kind}), ``agents`` ({agent: stats, sFlow-RT names}), ``http`` (server stats),
     ``scaler`` (Scaler.state() or None), ``scaler_events`` (list), ``thresholds`` (stats),
-    ``metrics`` (Metrics.stats()).
+    ``metrics`` (Metrics.stats()), ``scripts`` (ScriptHost.state()).
     """
     fams: dict[str, Family] = {}
 
@@ -374,6 +375,15 @@ def own_metrics_text(parts: Mapping[str, Any]) -> str:
             add("fastflow_scaler_decisions_total", "counter",
                 "scaling decisions in the scaler's event log, by service and action",
                 {"service": svc, "action": action, "dry_run": str(dry).lower()}, n)
+    for sc in parts.get("scripts") or []:
+        lab = {"script": sc.get("name", ""), "app": sc.get("app") or ""}
+        add("fastflow_script_running", "gauge", "script loaded and running (1), else 0", lab,
+            1 if sc.get("state") == "running" else 0)
+        for key, help_ in (("calls", "handler calls run (interval, HTTP, events)"),
+                           ("errors", "handler calls that failed"),
+                           ("dropped", "calls refused because the script's queue was full"),
+                           ("restarts", "times the script was started again after it stopped")):
+            add(f"fastflow_script_{key}_total", "counter", help_, lab, int(sc.get(key) or 0))
     return _families_text(fams)
 
 
@@ -404,7 +414,8 @@ def _reason_kinds() -> dict[str, str]:
 def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
                 ingest_stats: Callable[[], Any] | None = None,
                 started: float | None = None, *, thresholds: Any = None, scaler: Any = None,
-                server: Callable[[], ApiServer | None] | None = None) -> list[Route]:
+                server: Callable[[], ApiServer | None] | None = None,
+                flows: Any = None, scripts: Any = None) -> list[Route]:
     """The sFlow-RT compatible query routes plus thresholds, health, errors and Prometheus.
 
     ``pipeline`` gives decoder error counts (``errors()``) and the lock; ``metrics`` answers
@@ -412,7 +423,9 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
     ``snapshot()``; ``ingest_stats`` (optional) returns the UDP listener's counters;
     ``thresholds`` (a :class:`fastflow.collector.thresholds.Thresholds`) adds ``/threshold`` and
     ``/events``; ``scaler`` and ``server`` (a callable giving the running ApiServer) add their
-    state to ``/metrics``.
+    state to ``/metrics``; ``flows`` (a FlowEngine) lets ``/metric`` read flow definitions by name,
+    as sFlow-RT does (:func:`fastflow.collector.flows.query_metrics`); ``scripts`` (a ScriptHost)
+    adds each script's state and counters to ``/metrics``.
     """
     t0 = time.time() if started is None else started
     lock = getattr(pipeline, "lock", None)
@@ -446,8 +459,9 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
 
     # ------------------------------------------------------------------ metrics
     async def metric(req: Request) -> Response:
-        return json_response(await query_work(metrics, metrics.query, _agents(req.params["agents"]),
-                                           _metric_list(req.params["metrics"]), _filters(req)))
+        return json_response(await query_work(metrics, query_metrics, metrics, flows,
+                                              _agents(req.params["agents"]),
+                                              _metric_list(req.params["metrics"]), _filters(req)))
 
     async def agent_metric(req: Request) -> Response:
         fn = getattr(metrics, "agent_metrics", None)
@@ -569,6 +583,8 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         ms = getattr(metrics, "stats", None)
         if callable(ms):
             parts["metrics"] = ms()
+        if scripts is not None:
+            parts["scripts"] = scripts.state()
         if scaler is not None:
             try:
                 parts["scaler"] = scaler.state()
