@@ -5,8 +5,7 @@ collector; script HTTP handlers follow the API's token and origin rules.
 
 Real parts: a real QuickJS worker per script, real UDP telemetry into a real Pipeline/Store/Metrics
 (tests/_sflow_util.TelemetryRig), a real FlowEngine, a real ApiServer on 127.0.0.1, real HTTP and
-HTTPS servers on 127.0.0.1 for http()/http2(). Thresholds: the real C2 module when present, else the
-tests' stand-in (tests/_script_fakes.py).
+HTTPS servers on 127.0.0.1 for http()/http2(), the real Thresholds.
 """
 
 from __future__ import annotations
@@ -24,11 +23,11 @@ from typing import Any
 import pytest
 
 from _api_util import ServerThread, request
-from _script_fakes import thresholds as make_thresholds
 from _service_util import wait_for
 from _sflow_util import TelemetryRig
 from fastflow.cli.config import ConfigError, load_config
 from fastflow.collector.flows import FlowEngine
+from fastflow.collector.thresholds import Thresholds
 from fastflow.scripts import AllowList, ScriptApi, ScriptHost, default_allow, from_config
 from fastflow.web.scripts import script_routes
 
@@ -45,15 +44,17 @@ class Hosts:
 
     def __call__(self, sources: dict[str, str], *, metrics: Any = None, start: bool = True,
                  call_timeout: float = 3.0, memory: int = 32 << 20, token: str | None = None,
-                 **api_kw: Any) -> ScriptHost:
+                 restart_pause: float = 3600.0, **api_kw: Any) -> ScriptHost:
         files = []
         for name, src in sources.items():
-            p = self.tmp / name
+            p = self.tmp / name                 # may be an application's app/{app}/scripts/{file}
+            p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(src)
             files.append(p)
         api_kw.setdefault("state_dir", self.tmp / "state")
         api = ScriptApi(metrics, **api_kw)
-        host = ScriptHost(files, api, call_timeout=call_timeout, memory=memory, token=token)
+        host = ScriptHost(files, api, call_timeout=call_timeout, memory=memory, token=token,
+                          restart_pause=restart_pause)
         self.hosts.append(host)
         if start:
             host.start()
@@ -149,6 +150,26 @@ def test_infinite_loop_and_runaway_allocation_stop_the_script(hosts: Hosts) -> N
         status, listing = http_json(srv.port, "GET", "/scripts/json")
         states = {s["name"]: s["state"] for s in listing}
         assert states == {"loop.js": "stopped", "alloc.js": "stopped", "interval.js": "running"}
+
+
+def test_a_script_stopped_while_running_starts_again(hosts: Hosts,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A stopped script comes back from its file, with fresh state, after a growing pause."""
+    host = hosts({"flaky.js": "var n = 0; setHttpHandler(function(req) {"
+                              "  if (req.query.hang) while (true) {} return ++n; });"},
+                 call_timeout=1.0, restart_pause=0.2)
+    s = host.get("flaky.js")
+    assert s is not None
+    with ServerThread(script_routes(host)) as srv:
+        assert http_json(srv.port, "GET", "/script/flaky.js/json")[1] == 1
+        assert http_json(srv.port, "GET", "/script/flaky.js/json?hang=1")[0] == 500
+        assert wait_for(lambda: s.state == "running" and s.restarts == 1, 10)
+        assert http_json(srv.port, "GET", "/script/flaky.js/json")[1] == 1    # a fresh context
+        assert http_json(srv.port, "GET", "/script/flaky.js/json?hang=1")[0] == 500
+        assert wait_for(lambda: s.state == "running" and s.restarts == 2, 10)
+        listing = http_json(srv.port, "GET", "/scripts/json")[1]
+    assert listing[0]["restarts"] == 2
+    assert any("restarting in 0.4 s" in r.getMessage() for r in caplog.records)   # doubled
 
 
 def test_exception_in_handler_is_logged_and_script_keeps_running(
@@ -342,7 +363,7 @@ def test_set_flow_active_flows_clear_flow(hosts: Hosts) -> None:
 def test_thresholds_and_events(hosts: Hosts, rig: TelemetryRig,
                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    th = make_thresholds(rig.metrics)
+    th = Thresholds(rig.metrics)
     host = hosts({"t.js": """
       setThreshold('hot', {metric: 'vir_cpu_utilization', value: 50});
       setEventHandler(function(evt) {
@@ -350,19 +371,109 @@ def test_thresholds_and_events(hosts: Hosts, rig: TelemetryRig,
       }, ['hot']);
       setHttpHandler(function(req) { clearThreshold('hot'); return 'ok'; });"""},
         metrics=rig.metrics, thresholds=th)
-    assert th.get("hot")["metric"] == "vir_cpu_utilization"
-    if hasattr(th, "fire"):
-        th.fire("hot", 90.0)
-    else:                                           # the real module: drive it with telemetry
-        for _ in range(3):
-            rig.send(["apache.1.aaaa"], util=90.0)
-            time.sleep(0.3)
-        th.evaluate()
+    hot = th.get("hot")
+    assert hot is not None and hot["metric"] == "vir_cpu_utilization"
+    for _ in range(3):                              # drive the real thresholds with telemetry
+        rig.send(["apache.1.aaaa"], util=90.0)
+        time.sleep(0.3)
+    th.evaluate()
     assert wait_for(lambda: any(r.getMessage() == "event hot vir_cpu_utilization true"
                                 for r in caplog.records), 10)
     with ServerThread(script_routes(host)) as srv:
         assert http_json(srv.port, "GET", "/script/t.js/json")[1] == "ok"
     assert th.get("hot") is None
+
+
+# ------------------------------------------ what sFlow-RT's published applications rely on
+# (sflow-rt/top-flows, flow-trend, dashboard-example, prometheus: include/scriptdir, flowKeys,
+# setFlow with query-string values and fs, flow names read by metric(), app/{app}/scripts routes,
+# deep paths and /txt answers). The scripts below are ours, written in the applications' style.
+def test_include_scriptdir_and_flow_keys(hosts: Hosts, tmp_path: Path) -> None:
+    app = tmp_path / "app" / "trend" / "scripts"
+    (app / "inc").mkdir(parents=True)
+    (app / "inc" / "lib.js").write_text("function Lib(n) { this.n = n; }\n"
+                                        "Lib.prototype.twice = function() { return 2 * this.n; };\n"
+                                        "var fromLib = 'yes';\n")
+    (app / "inc" / "notjs.txt").write_text("var x = 1;")
+    host = hosts({"app/trend/scripts/main.js": """
+      include(scriptdir() + '/inc/lib.js');
+      include('inc/lib.js');                                   // relative to the script too
+      var lib = new Lib(21), errs = [];
+      ['inc/notjs.txt', 'inc/missing.js'].forEach(function(f) {
+        try { include(f); } catch (e) { errs.push('' + e); }
+      });
+      setHttpHandler(function(req) {
+        var keys = flowKeys(), names = [];
+        for (var k in keys) names.push(k);
+        return {dir: scriptdir(), twice: lib.twice(), fromLib: fromLib, errs: errs,
+                hasIpsource: names.indexOf('ipsource') >= 0, description: keys['ipsource']};
+      });"""})
+    with ServerThread(script_routes(host)) as srv:
+        s, r = http_json(srv.port, "GET", "/app/trend/scripts/main.js/json")
+    assert s == 200
+    assert r["dir"] == str(app.resolve()) and r["twice"] == 42 and r["fromLib"] == "yes"
+    assert "only .js files" in r["errs"][0] and "cannot read" in r["errs"][1]
+    assert r["hasIpsource"] and isinstance(r["description"], str)
+
+
+def test_application_routes_deep_paths_and_text(hosts: Hosts) -> None:
+    echo = """setHttpHandler(function(req) {
+      if (req.path[0] === 'metrics') return '# TYPE x gauge\\nx{path="' + req.path.join('/') + '"} 1\\n';
+      return {app: '%s', path: req.path, format: req.format};
+    });"""
+    host = hosts({"app/one/scripts/top.js": echo % "one", "app/two/scripts/top.js": echo % "two",
+                  "solo.js": echo % "solo"})
+    with ServerThread(script_routes(host)) as srv:
+        s, r = http_json(srv.port, "GET", "/app/two/scripts/top.js/a/b/c/d/e/json")
+        assert (s, r) == (200, {"app": "two", "path": ["a", "b", "c", "d", "e"], "format": "json"})
+        assert http_json(srv.port, "GET", "/app/one/scripts/top.js/json")[1]["app"] == "one"
+        # the file name alone is ambiguous here; it says where to ask
+        s, r = http_json(srv.port, "GET", "/script/top.js/json")
+        assert s == 404 and "/app/{app}/scripts/top.js" in r["error"]
+        assert http_json(srv.port, "GET", "/script/solo.js/x/json")[1]["path"] == ["x"]
+        # /txt: a returned string is the plain-text answer (the Prometheus exporter's way)
+        status, headers, out = request(srv.port, "GET", "/app/one/scripts/top.js/metrics/ALL/txt")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert out == b'# TYPE x gauge\nx{path="metrics/ALL"} 1\n'
+        assert http_json(srv.port, "GET", "/script/solo.js/x/txt")[1]["format"] == "txt"
+        assert http_json(srv.port, "GET", "/script/solo.js/x/html")[0] == 404
+        assert http_json(srv.port, "GET", "/script/solo.js/" + "a/" * 40 + "json")[0] == 404
+        assert http_json(srv.port, "GET", "/app/three/scripts/top.js/json")[0] == 404
+    assert {i["app"] for i in host.state()} == {"one", "two", None}
+
+
+def test_set_flow_as_applications_do_and_flows_read_as_metrics(hosts: Hosts) -> None:
+    from test_flows import agent_text, engine, rows
+
+    fe, _ = engine()
+    host = hosts({"f.js": """
+      var SEP = '_SEP_';
+      setFlow('app_total', {value: 'bytes', t: 2, fs: SEP});              // no keys
+      setFlow('app_pairs', {keys: 'ipsource,ipdestination', value: 'bytes', filter: null,
+                            t: '20', n: '10', fs: SEP, dropped: false});  // query-string numbers
+      setFlow('app_empty_filter', {keys: 'ipsource', value: 'frames', filter: ''});
+      var bad = [];
+      [{keys: 'ipsource', n: 'ten'}, {keys: 'ipsource', colour: 'red'}].forEach(function(spec) {
+        try { setFlow('bad', spec); } catch (e) { bad.push('' + e); }
+      });
+      setHttpHandler(function(req) {
+        return {metric: metric('ALL', 'sum:app_total,max:app_pairs,no_such_metric'),
+                top: activeFlows('ALL', 'app_pairs', 5, 0, 'max'), bad: bad};
+      });"""}, flows=fe)
+    specs = fe.definitions()
+    assert specs["app_pairs"]["n"] == 10 and specs["app_pairs"]["t"] == 20
+    assert specs["app_pairs"]["fs"] == "_SEP_" and specs["app_empty_filter"]["filter"] in (None, "")
+    fe.add_flows(rows({"ds": 1, "len": 100}, {"ds": 2, "len": 300, "dst": "192.0.2.7"}), agent_text)
+    with ServerThread(script_routes(host)) as srv:
+        s, r = http_json(srv.port, "GET", "/script/f.js/json")
+    assert s == 200
+    total, pairs, unknown = r["metric"]
+    assert total["metricName"] == "sum:app_total" and total["metricN"] == 2
+    assert total["metricValue"] > pairs["metricValue"] > 0
+    assert pairs["topKeys"][0]["key"] == "192.0.2.1_SEP_192.0.2.7"
+    assert unknown == {"metricName": "no_such_metric", "metricN": 0}
+    assert r["top"][0]["key"] == "192.0.2.1_SEP_192.0.2.7"
+    assert "must be a number" in r["bad"][0] and "unknown flow definition field" in r["bad"][1]
 
 
 # --------------------------------------------------------------------------- http / http2
@@ -554,11 +665,18 @@ def test_service_runs_scripts_and_serves_their_routes(tmp_path: Path,
             one = await asyncio.to_thread(http_json, port, "GET", "/script/svc.js/json")
             two = await asyncio.to_thread(http_json, port, "POST", "/script/svc.js/json", {})
             listing = await asyncio.to_thread(http_json, port, "GET", "/scripts/json")
-            return one, two, listing
+            prom = await asyncio.to_thread(request, port, "GET", "/metrics")
+            return one, two, listing, prom
         finally:
             await svc.stop()
 
-    one, two, listing = asyncio.run(run())
+    one, two, listing, prom = asyncio.run(run())
+    from prometheus_client.parser import text_string_to_metric_families
+    samples = {(s.name, s.labels.get("script")): s.value
+               for f in text_string_to_metric_families(prom[2].decode()) for s in f.samples}
+    assert samples[("fastflow_script_running", "svc.js")] == 1
+    assert samples[("fastflow_script_calls_total", "svc.js")] == 2
+    assert samples[("fastflow_script_restarts_total", "svc.js")] == 0
     assert one[0] == 200 and one[1]["hits"] == 1 and one[1]["agents"] == {}
     assert one[1]["m"][0]["metricName"] == "max:load_one"
     assert two == (200, {"hits": 2, "agents": {}, "m": one[1]["m"]})

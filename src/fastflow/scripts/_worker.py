@@ -74,6 +74,9 @@ function http2(options) { return __ffc('http2', [options]); }
 function storeGet(key) { return __ffc('storeGet', [key]); }
 function storeSet(key, value) { __ffc('storeSet', [key, value === undefined ? null : value]); }
 function getSystemProperty(name) { return __ffc('getSystemProperty', [name]); }
+function flowKeys() { return __ffc('flowKeys', []); }
+function scriptdir() { return __ffc('scriptdir', []); }
+function include(file) { (0, eval)(__ffc('include', [file])); }
 """
 
 # Python itself needs address space beyond the script's own heap

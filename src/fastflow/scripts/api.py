@@ -7,12 +7,14 @@ snapshot.
 
 | JavaScript | fastflow |
 |---|---|
-| ``metric(agent, metrics, filter)`` | ``Metrics.query`` (sFlow-RT ``/metric/{agent}/{metric}/json``) |
+| ``metric(agent, metrics, filter)`` | ``query_metrics``: counters from ``Metrics.query``, flow names from ``FlowEngine.metric``, others ``metricN: 0`` |
 | ``table(agent, metrics, filter)`` | ``Metrics.table`` |
 | ``dump(agent, metrics, filter)`` | ``Metrics.dump`` |
 | ``agents([selected])`` | ``AgentStats.snapshot`` |
 | ``activeFlows(agent, name, maxFlows, minValue, aggMode)`` | ``FlowEngine.active_flows`` |
-| ``setFlow(name, spec)`` / ``clearFlow(name)`` | ``FlowEngine.define`` / ``delete`` |
+| ``setFlow(name, spec)`` / ``clearFlow(name)`` | ``FlowEngine.define_spec`` / ``delete`` |
+| ``flowKeys()`` | the flow keys fastflow decodes (``GET /flowkeys/json``) |
+| ``include(file)`` / ``scriptdir()`` | a file read from the script's directory (or an absolute path) and evaluated in its global scope / that directory |
 | ``setThreshold(name, spec)`` / ``clearThreshold(name)`` | ``Thresholds.set`` / ``delete`` |
 | ``http(url, op, type, body, user, pw)`` / ``http2({...})`` | :mod:`fastflow.scripts.fetch` |
 | ``logInfo/logWarning/logSevere/logFine(msg)`` | logger ``fastflow.script.<file>`` (INFO, WARNING, SEVERE, FINE) |
@@ -32,12 +34,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastflow.collector.flowfilter import KEYS
+from fastflow.collector.flows import query_metrics
 from fastflow.scripts import fetch
 
 if TYPE_CHECKING:
     from fastflow.scripts.host import Script
 
 MAX_STORE_BYTES = 1 << 20
+MAX_INCLUDE_BYTES = 1 << 20
 # sFlow-RT's log levels (java.util.logging): SEVERE and FINE, between Python's own so that level
 # filters behave (SEVERE shows wherever ERROR does, FINE only at debug), printed by their names
 SEVERE = logging.ERROR + 1
@@ -142,10 +147,11 @@ class ScriptApi:
         self.functions: dict[str, Callable[[Script, list[Any]], Any]] = {
             "metric": self.metric, "table": self.table, "dump": self.dump, "agents": self.agents,
             "activeFlows": self.active_flows, "setFlow": self.set_flow,
-            "clearFlow": self.clear_flow, "setThreshold": self.set_threshold,
+            "clearFlow": self.clear_flow, "flowKeys": self.flow_keys, "setThreshold": self.set_threshold,
             "clearThreshold": self.clear_threshold, "http": self.http, "http2": self.http2,
             "storeGet": self.store_get, "storeSet": self.store_set,
-            "getSystemProperty": self.get_system_property,
+            "getSystemProperty": self.get_system_property, "scriptdir": self.scriptdir,
+            "include": self.include,
             "logInfo": self._log(logging.INFO), "logWarning": self._log(logging.WARNING),
             "logSevere": self._log(SEVERE), "logFine": self._log(FINE),
         }
@@ -166,7 +172,8 @@ class ScriptApi:
 
     # -- metrics ---------------------------------------------------------------------------------
     def metric(self, script: Script, a: list[Any]) -> Any:
-        return self.metrics.query(_agents_arg(a[0]), _metrics_arg(a[1]), _filter_arg(a[2]))
+        return query_metrics(self.metrics, self.flows, _agents_arg(a[0]), _metrics_arg(a[1]),
+                             _filter_arg(a[2]))
 
     def table(self, script: Script, a: list[Any]) -> Any:
         fn = getattr(self.metrics, "table", None)
@@ -208,15 +215,14 @@ class ScriptApi:
             raise ApiError(str(exc)) from None
 
     def set_flow(self, script: Script, a: list[Any]) -> None:
-        engine = self._flows()
-        spec = a[1]
-        if not isinstance(spec, dict) or "keys" not in spec:
-            raise ApiError("setFlow(name, {keys, value, filter, t, n}) needs keys")
         try:
-            engine.define(str(a[0]), spec["keys"], spec.get("value", "bytes"), spec.get("filter"),
-                          spec.get("t", 2.0), spec.get("n", 100), persistent=True)
+            self._flows().define_spec(str(a[0]), a[1] if a[1] is not None else {},
+                                      persistent=True)
         except ValueError as exc:           # FilterError is a ValueError
             raise ApiError(str(exc)) from None
+
+    def flow_keys(self, script: Script, a: list[Any]) -> Any:
+        return {k: v.description for k, v in KEYS.items()}
 
     def clear_flow(self, script: Script, a: list[Any]) -> None:
         self._flows().delete(str(a[0]))
@@ -272,11 +278,12 @@ class ScriptApi:
     # -- store and properties ----------------------------------------------------------------------
     def _store(self, script: Script) -> Store:
         with self._stores_lock:
-            s = self._stores.get(script.name)
+            key = script.key.replace("/", "__")      # an application's: {app}__{file}
+            s = self._stores.get(key)
             if s is None:
                 path = None if self.state_dir is None else \
-                    self.state_dir / "scripts" / f"{script.name}.store.json"
-                s = self._stores[script.name] = Store(path)
+                    self.state_dir / "scripts" / f"{key}.store.json"
+                s = self._stores[key] = Store(path)
             return s
 
     def store_get(self, script: Script, a: list[Any]) -> Any:
@@ -287,3 +294,23 @@ class ScriptApi:
 
     def get_system_property(self, script: Script, a: list[Any]) -> Any:
         return self.properties.get(str(a[0]))
+
+    # -- files -----------------------------------------------------------------------------------
+    def scriptdir(self, script: Script, a: list[Any]) -> str:
+        return str(script.path.parent)
+
+    def include(self, script: Script, a: list[Any]) -> str:
+        """The text of a ``.js`` file (relative paths from the script's directory), for the
+        script to evaluate in its global scope, as sFlow-RT's ``include`` does."""
+        if not isinstance(a[0], str) or not a[0]:
+            raise ApiError("include(file) needs a file name")
+        p = Path(a[0]).expanduser()
+        p = p if p.is_absolute() else script.path.parent / p
+        if p.suffix != ".js":
+            raise ApiError(f"include: {a[0]}: only .js files can be included")
+        try:
+            if p.stat().st_size > MAX_INCLUDE_BYTES:
+                raise ApiError(f"include: {p} is larger than {MAX_INCLUDE_BYTES} bytes")
+            return p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ApiError(f"include: cannot read {p}: {exc}") from None

@@ -10,7 +10,10 @@ A broken script is logged and stopped, never the collector: a syntax error or an
 loading stops it at once; an exception in a handler is logged (once per repeat, at most every
 ``REPEAT_LOG_S`` seconds) and the script keeps running, as in sFlow-RT; a call that runs longer than
 ``call_timeout`` seconds of its own time (an infinite loop) or exhausts the memory limit kills the
-script's process and stops it.
+script's process and stops it. A script stopped that way while running starts again (a fresh
+context, loaded from its file) after a pause of ``RESTART_MIN_S`` seconds that doubles, up to
+``RESTART_MAX_S``, while it keeps failing; ``restarts`` counts them (``/scripts/json``, ``/metrics``).
+One that fails to load is not restarted: the file needs fixing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ WORKER = Path(__file__).resolve().parent / "_worker.py"
 MAX_LINE = 32 << 20
 MIN_INTERVAL = 0.1
 REPEAT_LOG_S = 60.0
+RESTART_MIN_S = 1.0         # first pause before a stopped script starts again; doubles per failure
+RESTART_MAX_S = 60.0
+RESTART_RESET_S = 60.0      # a script that ran this long before stopping starts over at the minimum
 _STOP = object()
 
 
@@ -65,9 +71,14 @@ class Script:
     """One script file: its worker process, its thread and its queue of pending calls."""
 
     def __init__(self, path: Path, api: ScriptApi, *, call_timeout: float = 5.0,
-                 memory: int = 64 << 20, max_pending: int = 64) -> None:
+                 memory: int = 64 << 20, max_pending: int = 64,
+                 restart_pause: float = RESTART_MIN_S) -> None:
         self.path = path
+        self.restart_pause = float(restart_pause)
         self.name = path.name
+        # an sFlow-RT application's layout, app/{app}/scripts/{file}: served under /app/{app} too
+        self.app = path.parent.parent.name if path.parent.name == "scripts" else None
+        self.key = f"{self.app}/{self.name}" if self.app else self.name
         self.api = api
         self.call_timeout = float(call_timeout)
         self.memory = int(memory)
@@ -88,6 +99,8 @@ class Script:
         self._buf = bytearray()
         self._thread: threading.Thread | None = None
         self.started = threading.Event()     # set once loaded (or failed to)
+        self.restarts = 0
+        self._stop_asked = threading.Event()
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -96,6 +109,7 @@ class Script:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._stop_asked.set()
         try:
             self._queue.put_nowait(_STOP)
         except queue.Full:
@@ -131,23 +145,45 @@ class Script:
             pass
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path), "state": self.state,
+        return {"name": self.name, "app": self.app, "path": str(self.path), "state": self.state,
                 "reason": self.reason, "interval": self.interval, "httpHandler": self.has_http,
                 "eventHandler": self.event_ids is not None or self._event_listener,
                 "calls": self.calls, "errors": self.errors, "dropped": self.dropped,
+                "restarts": self.restarts,
                 "lastError": self.last_error, "pending": self._queue.qsize()}
 
     # -- the script's thread -----------------------------------------------------------------------
     def _main(self) -> None:
+        backoff = self.restart_pause
         try:
-            self._run()
-        except Exception as exc:  # noqa: BLE001 - a bug here must not take the collector down
-            self.log.exception("script host failed")
-            self._stopped(f"script host failed: {exc}")
+            while True:
+                began = time.monotonic()
+                try:
+                    self._run()
+                except Exception as exc:  # noqa: BLE001 - a bug here must not take the collector down
+                    self.log.exception("script host failed")
+                    self._stopped(f"script host failed: {exc}")
+                finally:
+                    self._kill()
+                    self.started.set()
+                    self._fail_pending()
+                # a script stopped while running (time or memory limit, its worker died) starts
+                # again, after a pause that doubles while it keeps failing; one that failed to load
+                # (a syntax error) or was asked to stop does not
+                if self.state != "stopped" or self._stop_asked.is_set():
+                    return
+                if time.monotonic() - began > RESTART_RESET_S:
+                    backoff = self.restart_pause
+                self.log.warning("%s: restarting in %g s", self.name, backoff)
+                self.reason += f" (restarting in {backoff:g} s)"
+                if self._stop_asked.wait(backoff):
+                    return
+                backoff = min(backoff * 2, max(RESTART_MAX_S, self.restart_pause))
+                self.restarts += 1
+                self.interval, self.has_http, self.event_ids = None, False, None
+                self._buf.clear()
+                self.state, self.reason = "starting", ""
         finally:
-            self._kill()
-            self.started.set()
-            self._fail_pending()
             remove = getattr(self.api.thresholds, "remove_listener", None)
             if self._event_listener and remove is not None:
                 remove(self.on_event)
@@ -389,18 +425,19 @@ class ScriptHost:
 
     def __init__(self, files: Sequence[str | os.PathLike[str]], api: ScriptApi, *,
                  call_timeout: float = 5.0, memory: int = 64 << 20, max_pending: int = 64,
-                 token: str | None = None) -> None:
+                 token: str | None = None, restart_pause: float = RESTART_MIN_S) -> None:
         self.api = api
         self.token = token or None
         self.scripts: dict[str, Script] = {}
         for f in files:
             p = Path(f).expanduser().resolve()
-            if p.name in self.scripts:
-                raise ValueError(f"two scripts named {p.name}: {self.scripts[p.name].path} and {p}")
             if not p.is_file():
                 raise ValueError(f"script {f}: no such file")
-            self.scripts[p.name] = Script(p, api, call_timeout=call_timeout, memory=memory,
-                                          max_pending=max_pending)
+            sc = Script(p, api, call_timeout=call_timeout, memory=memory, max_pending=max_pending,
+                        restart_pause=restart_pause)
+            if sc.key in self.scripts:
+                raise ValueError(f"two scripts named {sc.key}: {self.scripts[sc.key].path} and {p}")
+            self.scripts[sc.key] = sc
         self._ids = itertools.count()
 
     def start(self) -> None:
@@ -414,6 +451,7 @@ class ScriptHost:
 
     def stop(self, timeout: float = 5.0) -> None:
         for s in self.scripts.values():
+            s._stop_asked.set()
             try:
                 s._queue.put_nowait(_STOP)
             except queue.Full:
@@ -422,15 +460,25 @@ class ScriptHost:
             s.stop(timeout)
 
     def get(self, name: str) -> Script | None:
-        return self.scripts.get(name)
+        """The script keyed ``name`` (``file.js``, or ``app/file.js`` for an application's), or
+        the only script whose file is called ``name``."""
+        s = self.scripts.get(name)
+        if s is None:
+            named = [x for x in self.scripts.values() if x.name == name]
+            s = named[0] if len(named) == 1 else None
+        return s
 
     def state(self) -> list[dict[str, Any]]:
         return [s.info() for s in self.scripts.values()]
 
     async def http(self, name: str, req: Mapping[str, Any]) -> HttpAnswer:
         """Run ``name``'s HTTP handler on ``req`` (sFlow-RT's request object) off the event loop."""
-        s = self.scripts.get(name)
+        s = self.get(name)
         if s is None:
+            apps = sorted(x.key for x in self.scripts.values() if x.name == name)
+            if len(apps) > 1:
+                return HttpAnswer(404, f"several scripts are called {name} ({', '.join(apps)}): "
+                                       "ask for /app/{app}/scripts/" + f"{name}/...")
             return HttpAnswer(404, f"no script {name}")
         try:
             fut = s.submit("http", dict(req))

@@ -98,8 +98,10 @@ class Route:
 
     def match(self, path: str) -> dict[str, str] | None:
         if self._regex is None:
-            parts = re.split(r"(\{[a-zA-Z_]+\})", self.pattern)
-            rx = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
+            # {name} is one path segment; {name*} (last) is the rest of the path, slashes and all
+            parts = re.split(r"(\{[a-zA-Z_]+\*?\})", self.pattern)
+            rx = "".join(f"(?P<{p[1:-2]}>.+)" if p.endswith("*}") else
+                         f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p)
                          for p in parts)
             self._regex = re.compile(f"^{rx}$")
         m = self._regex.match(path)

@@ -1,10 +1,13 @@
 """REST routes of the script host: sFlow-RT's ``/script/{script}/json`` and a listing.
 
-``GET|POST|PUT|DELETE /script/{file}/json`` (and up to three more path segments,
-``/script/{file}/a/b/json``) runs the script's ``setHttpHandler`` function with sFlow-RT's request
-object ``{method, path, query, body, format}`` and answers its returned value as JSON; a handler that
-throws ``"not_found"`` / ``"bad_request"`` answers 404 / 400. ``GET /scripts/json`` lists the
-scripts and their state.
+``GET|POST|PUT|DELETE /script/{file}/json`` (and deeper paths, ``/script/{file}/a/b/json``, up to
+32 segments; an sFlow-RT application's script also at ``/app/{app}/scripts/{file}/.../json``, as
+sFlow-RT serves ``app/{app}/scripts/{file}``) runs the script's ``setHttpHandler`` function with
+sFlow-RT's request object ``{method, path, query, body, format}`` (``path`` the segments between the
+file and the format; ``error`` set when a body is not JSON) and answers its returned value as JSON;
+with ``/txt`` instead of ``/json`` a returned string is the plain-text answer (the Prometheus
+exporter app answers that way). A handler that throws ``"not_found"`` / ``"bad_request"`` answers
+404 / 400. ``GET /scripts/json`` lists the scripts and their state.
 
 Safety, as for the rest of the mutating API: POST/PUT/DELETE are mutating routes (the bearer token
 when one is set); a GET carrying query parameters (sFlow-RT apps switch state that way, e.g. the
@@ -23,7 +26,8 @@ from typing import Any
 from fastflow.scripts.host import ScriptHost
 from fastflow.web.http import HTTPError, Request, Response, Route, error_response, json_response
 
-SEGMENTS = ("pa", "pb", "pc")      # Route parameters are letters only
+FORMATS = ("json", "txt")
+MAX_SEGMENTS = 32
 
 
 def _cross_origin(req: Request) -> bool:
@@ -53,12 +57,15 @@ def script_routes(host: ScriptHost, token: str | None = None) -> list[Route]:
                                                                  token.encode()):
             raise HTTPError(401, "a GET with parameters to a script needs the bearer token")
 
-    async def handle(req: Request) -> Response:
+    async def run(req: Request, name: str) -> Response:
         check(req)
-        name = req.params["file"]
-        path = [req.params[p] for p in SEGMENTS if p in req.params]
-        sreq: dict[str, Any] = {"method": req.method, "path": path, "query": dict(req.query),
-                                "format": "json"}
+        parts = req.params["tail"].split("/")
+        fmt = parts.pop()
+        if fmt not in FORMATS or len(parts) > MAX_SEGMENTS:
+            raise HTTPError(404, f"no such route {req.path} (a script's paths end in /json or "
+                                 f"/txt, with at most {MAX_SEGMENTS} segments before)")
+        sreq: dict[str, Any] = {"method": req.method, "path": parts, "query": dict(req.query),
+                                "format": fmt}
         if req.body:
             try:
                 sreq["body"] = json.loads(req.body)
@@ -68,18 +75,25 @@ def script_routes(host: ScriptHost, token: str | None = None) -> list[Route]:
         ans = await host.http(name, sreq)
         if ans.status != 200:
             return error_response(ans.status, str(ans.value))
+        if fmt == "txt" and isinstance(ans.value, str):
+            return Response(200, ans.value.encode(), "text/plain; charset=utf-8")
         try:
             return json_response(ans.value)
         except (TypeError, ValueError):
             return error_response(500, f"script {name} answered a value that is not JSON")
 
+    async def script(req: Request) -> Response:
+        return await run(req, req.params["file"])
+
+    async def app(req: Request) -> Response:
+        return await run(req, f"{req.params['app']}/{req.params['file']}")
+
     def listing(req: Request) -> Response:
         return json_response(host.state())
 
     routes = [Route("GET", "/scripts/json", listing)]
-    for depth in range(len(SEGMENTS) + 1):
-        pattern = "/script/{file}/" + "".join(f"{{{p}}}/" for p in SEGMENTS[:depth]) + "json"
+    for pattern, handler in (("/script/{file}/{tail*}", script),
+                             ("/app/{app}/scripts/{file}/{tail*}", app)):
         for method in ("GET", "POST", "PUT", "DELETE"):
-            routes.append(Route(method, pattern, handle, mutating=method != "GET"))
+            routes.append(Route(method, pattern, handler, mutating=method != "GET"))
     return routes
-
