@@ -7,8 +7,11 @@ https://blog.sflow.com/2016/09/docker-112-swarm-mode-elastic-load.html:
   into them) is on, at most ``MAX_BURN_S`` seconds each;
 * ``fastflow agent`` code (sources/agent.HostAgent) reads those real containers' cgroup counters
   from that engine and streams sFlow to the collector on 127.0.0.1;
-* ``fastflow run --script elb.js`` runs tests/scripts/elb.js (only api, certs, service and the
-  thresholds edited), switched on with the post's ``curl .../script/elb.js/json?state=enabled``;
+* ``fastflow run --script elb.js`` runs the script with only its settings edited (``api``, ``certs``,
+  ``service`` and the limits, by :func:`edit_settings`, which proves no other line changed),
+  switched on with the post's ``curl .../script/elb.js/json?state=enabled``. The script is
+  ``$FASTFLOW_ELB_JS`` when set (a copy of the post's text), else tests/scripts/elb.js, a
+  reconstruction of it (its header says why);
 * the service scales up under load and back to 1, and the log shows ``apache set replicas=N``.
 
 Plus fastflow's own scaler over the same TLS engine (``[scaler] tls_dir``): its first real TLS test.
@@ -16,7 +19,9 @@ Plus fastflow's own scaler over the same TLS engine (``[scaler] tls_dir``): its 
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -36,6 +41,35 @@ pytest.importorskip("quickjs", reason="the fastflow[scripts] extra (quickjs-ng) 
 
 FIXTURE = Path(__file__).resolve().parent / "scripts" / "elb.js"
 MAX_BURN_S = 120       # no container burns CPU longer than this, switch or not (bounded load)
+# what the test sets, as the post tells its readers to: where the manager's API is, the client
+# certificates, the service, and limits the test's bounded load crosses (CPU in % of one CPU;
+# bytes/s out of reach, so CPU alone drives it)
+SETTINGS: dict[str, str] = {
+    "api": '"https://127.0.0.1:2376"', "certs": "'tls/'", "service": "'apache'",
+    "replicas_min": "1", "replicas_max": "3", "util_min": "5", "util_max": "25",
+    "bytes_min": "1000000000000", "bytes_max": "2000000000000",
+}
+
+
+def elb_source() -> tuple[str, str]:
+    """(text, where from): the operator's copy of the post's script, or the reconstruction."""
+    path = Path(os.environ.get("FASTFLOW_ELB_JS") or FIXTURE)
+    return path.read_text(encoding="utf-8"), str(path)
+
+
+def edit_settings(text: str, settings: dict[str, str]) -> str:
+    """Set each ``var <name> = <value>;`` of the script's settings; ValueError unless each is found
+    exactly once. Only those lines change: the rest of the script runs as written."""
+    lines = text.splitlines(keepends=True)
+    for name, value in settings.items():
+        rx = re.compile(rf"^(\s*var\s+{re.escape(name)}\s*=\s*)([^;]*)(;.*)$", re.S)
+        hits = [i for i, ln in enumerate(lines) if rx.match(ln)]
+        if len(hits) != 1:
+            raise ValueError(f"elb.js: expected one 'var {name} = ...;' line, found {len(hits)}")
+        m = rx.match(lines[hits[0]])
+        assert m is not None
+        lines[hits[0]] = m.group(1) + value + m.group(3)
+    return "".join(lines)
 
 
 def load_cmd() -> list[str]:
@@ -127,6 +161,21 @@ def _replicas_lines(proc: Proc) -> list[int]:
     return out
 
 
+def test_only_the_settings_are_edited() -> None:
+    """The script that runs differs from the source in the settings lines and nowhere else."""
+    text, _ = elb_source()
+    edited = edit_settings(text, SETTINGS)
+    changed = [ln[1:].strip() for ln in difflib.unified_diff(
+        text.splitlines(), edited.splitlines(), lineterm="", n=0)
+        if ln.startswith("+") and not ln.startswith("+++")]
+    assert changed and all(re.match(rf"var ({'|'.join(SETTINGS)}) = ", ln) for ln in changed)
+    assert len(edited.splitlines()) == len(text.splitlines())
+    for name, value in SETTINGS.items():
+        assert re.search(rf"^var {name} = {re.escape(value)};", edited, re.M)
+    with pytest.raises(ValueError, match="var nosuch"):
+        edit_settings(text, {"nosuch": "1"})
+
+
 def test_seed_elb_js_scales_the_service_over_tls(tls_engine: TlsEngine, tls_swarm: SwarmHelper,
                                                   tmp_path: Path) -> None:
     if not _glob_filters():
@@ -135,7 +184,9 @@ def test_seed_elb_js_scales_the_service_over_tls(tls_engine: TlsEngine, tls_swar
     assert tls_engine.client_dir is not None
     work = tmp_path / "elb"
     work.mkdir()
-    shutil.copy(FIXTURE, work / "elb.js")
+    text, origin = elb_source()
+    (work / "elb.js").write_text(edit_settings(text, SETTINGS))
+    print(f"elb.js from {origin}")
     shutil.copytree(tls_engine.client_dir, work / "tls")      # the script's certs = 'tls/'
     cfg = tmp_path / "fastflow.toml"
     cfg.write_text(

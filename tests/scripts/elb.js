@@ -1,23 +1,24 @@
-// elb.js: elastic load balancing of a Docker swarm service, from the sFlow blog post
+// elb.js: elastic load balancing of a Docker swarm service, after the sFlow blog post
 // "Docker 1.12 swarm mode elastic load balancing" (InMon, 27 September 2016):
 // https://blog.sflow.com/2016/09/docker-112-swarm-mode-elastic-load.html
 //
-// The script as published, run unchanged by fastflow (tests/test_scripts_elb.py). Edited, as the
-// post tells its readers to: `api` (the swarm manager's Docker API), `certs` (the directory holding
-// ca.pem, cert.pem, key.pem; here relative to this file), `service`, and the thresholds (CPU in
-// percent of one CPU and bytes per second, set for the test's bounded load).
-// NOTE: transcribed for fastflow; compare with the post before relying on line-for-line identity.
+// RECONSTRUCTED, not copied: the post's text could not be read where fastflow is built, so this file
+// follows the post's structure (getInfo/setReplicas over http2 with certs, the metric() query with
+// the 'apache\\.*' host-name filter, the metricN guard, the thresholds, the state=enabled switch).
+// The settings block below is the reader's to edit, as the post says; tests/test_scripts_elb.py
+// edits only those lines (api, certs, service and the limits) and runs the rest unchanged. To run
+// the post's own text instead, point FASTFLOW_ELB_JS at a copy of it.
 
-var api = "https://127.0.0.1:2376";
-var certs = 'tls/';
+var api = "https://manager:2376";
+var certs = '/etc/docker/certs/';
 var service = 'apache';
 
 var replicas_min = 1;
-var replicas_max = 3;
-var util_min = 5;
-var util_max = 25;
-var bytes_min = 1000000000000;
-var bytes_max = 2000000000000;
+var replicas_max = 10;
+var util_min = 0.5;
+var util_max = 1;
+var bytes_min = 50000;
+var bytes_max = 100000;
 var enabled = false;
 
 function getInfo(name) {
