@@ -476,6 +476,31 @@ def test_set_flow_as_applications_do_and_flows_read_as_metrics(hosts: Hosts) -> 
     assert "must be a number" in r["bad"][0] and "unknown flow definition field" in r["bad"][1]
 
 
+def test_set_flow_handler_gets_logged_flows(hosts: Hosts) -> None:
+    """setFlowHandler(fn, [names]): each flow logged from then on (``log: true`` definitions),
+    oldest first, for the named definitions only (the sFlow blog's ICMP-unreachable scripts)."""
+    from test_flows import agent_text, engine, rows
+
+    fe, _ = engine()
+    host = hosts({"fl.js": """
+      var seen = [];
+      setFlow('pairs', {keys: 'ipsource,ipdestination', value: 'frames', log: true,
+                        flowStart: true});
+      setFlow('sources', {keys: 'ipsource', value: 'frames', log: true, flowStart: true});
+      setFlowHandler(function(rec) {
+        seen.push([rec.name, rec.flowKeys, rec.agent, typeof rec.value]);
+      }, ['pairs']);
+      setHttpHandler(function(req) { return seen; });"""}, flows=fe)
+    fe.add_flows(rows({"ds": 1}, {"ds": 1, "src": "192.0.2.9"}), agent_text)
+    want = [["pairs", "192.0.2.1,192.0.2.2", "10.0.0.1", "number"],
+            ["pairs", "192.0.2.9,192.0.2.2", "10.0.0.1", "number"]]
+    with ServerThread(script_routes(host)) as srv:
+        assert wait_for(lambda: http_json(srv.port, "GET", "/script/fl.js/json")[1] == want, 10), \
+            http_json(srv.port, "GET", "/script/fl.js/json")
+    info = host.state()[0]
+    assert info["flowHandler"] and info["flowsMissed"] == 0
+
+
 # --------------------------------------------------------------------------- http / http2
 class _Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:

@@ -25,7 +25,7 @@ import sys
 from typing import Any
 
 PRELUDE = r"""
-var __ff = {interval: null, http: null, event: null};
+var __ff = {interval: null, http: null, event: null, flows: null};
 function __ffc(name, args) {
   var r = JSON.parse(__ff_call(name, JSON.stringify(args)));
   if (r.err !== undefined) throw new Error(name + ': ' + r.err);
@@ -50,6 +50,11 @@ function setHttpHandler(fn) {
 function setEventHandler(fn, ids) {
   if (typeof fn !== 'function') throw new TypeError('setEventHandler: not a function');
   __ff.event = fn; __ffc('setEventHandler', [ids === undefined ? null : ids]);
+}
+function setFlowHandler(fn, names) {
+  if (typeof fn !== 'function') throw new TypeError('setFlowHandler: not a function');
+  __ff.flows = function(recs) { for (var i = 0; i < recs.length; i++) fn(recs[i]); };
+  __ffc('setFlowHandler', [names === undefined ? null : names]);
 }
 function __ffs(v) { return v === undefined ? null : '' + v; }
 function logInfo(m) { __ffc('logInfo', [__ffs(m)]); }

@@ -43,6 +43,8 @@ WORKER = Path(__file__).resolve().parent / "_worker.py"
 MAX_LINE = 32 << 20
 MIN_INTERVAL = 0.1
 REPEAT_LOG_S = 60.0
+FLOW_POLL_S = 0.25          # how often logged flows are handed to a script's setFlowHandler
+MAX_FLOWS_PER_CALL = 1000
 RESTART_MIN_S = 1.0         # first pause before a stopped script starts again; doubles per failure
 RESTART_MAX_S = 60.0
 RESTART_RESET_S = 60.0      # a script that ran this long before stopping starts over at the minimum
@@ -101,6 +103,10 @@ class Script:
         self.started = threading.Event()     # set once loaded (or failed to)
         self.restarts = 0
         self._stop_asked = threading.Event()
+        self.flow_handler = False
+        self.flow_names: set[str] | None = None
+        self.flows_missed = 0
+        self._flow_after = 0
 
     # -- public ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +155,8 @@ class Script:
                 "reason": self.reason, "interval": self.interval, "httpHandler": self.has_http,
                 "eventHandler": self.event_ids is not None or self._event_listener,
                 "calls": self.calls, "errors": self.errors, "dropped": self.dropped,
-                "restarts": self.restarts,
+                "restarts": self.restarts, "flowHandler": self.flow_handler,
+                "flowsMissed": self.flows_missed,
                 "lastError": self.last_error, "pending": self._queue.qsize()}
 
     # -- the script's thread -----------------------------------------------------------------------
@@ -181,6 +188,7 @@ class Script:
                 backoff = min(backoff * 2, max(RESTART_MAX_S, self.restart_pause))
                 self.restarts += 1
                 self.interval, self.has_http, self.event_ids = None, False, None
+                self.flow_handler, self.flow_names = False, None
                 self._buf.clear()
                 self.state, self.reason = "starting", ""
         finally:
@@ -215,10 +223,15 @@ class Script:
         log.info("%s started", self.name)
         self.started.set()
         next_due = time.monotonic() + (self.interval or 0.0)
+        next_flows = time.monotonic() + FLOW_POLL_S
         while True:
-            timeout = None
+            now = time.monotonic()
+            waits = []
             if self.interval is not None:
-                timeout = max(0.0, next_due - time.monotonic())
+                waits.append(next_due - now)
+            if self.flow_handler:
+                waits.append(next_flows - now)
+            timeout = max(0.0, min(waits)) if waits else None
             try:
                 job = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -228,11 +241,13 @@ class Script:
                 return
             try:
                 if job is None:
-                    if self.interval is None:
-                        continue
                     now = time.monotonic()
-                    next_due = max(next_due + self.interval, now)
-                    self._call("interval", int(time.time() * 1000))
+                    if self.flow_handler and now >= next_flows:
+                        next_flows = now + FLOW_POLL_S
+                        self._deliver_flows()
+                    if self.interval is not None and now >= next_due:
+                        next_due = max(next_due + self.interval, now)
+                        self._call("interval", int(time.time() * 1000))
                     continue
                 kind, arg, fut = job
                 if fut is not None and not fut.set_running_or_notify_cancel():
@@ -250,6 +265,24 @@ class Script:
                     return
             if self.interval is not None and job is not None and next_due < time.monotonic():
                 next_due = time.monotonic()
+
+    def _deliver_flows(self) -> None:
+        """Run the flow handler on the flows logged since the last delivery, oldest first, in one
+        call of at most ``MAX_FLOWS_PER_CALL`` (older ones past that are counted, not delivered)."""
+        engine = self.api.flows
+        if engine is None:
+            return
+        recs = engine.logged_flows(None, self._flow_after, MAX_FLOWS_PER_CALL)
+        if not recs:
+            return
+        oldest, newest = int(recs[-1]["flowID"]), int(recs[0]["flowID"])
+        if oldest > self._flow_after + 1:
+            self.flows_missed += oldest - self._flow_after - 1
+        self._flow_after = newest
+        names = self.flow_names
+        batch = [r for r in reversed(recs) if names is None or r.get("name") in names]
+        if batch:
+            self._call("flows", batch)
 
     def _call(self, kind: str, arg: Any) -> Any:
         self.calls += 1
@@ -377,6 +410,9 @@ class Script:
             elif fn == "setEventHandler":
                 self._set_events(args[0] if args else None)
                 value = None
+            elif fn == "setFlowHandler":
+                self._set_flows(args[0] if args else None)
+                value = None
             else:
                 value = self.api.call(self, fn, args)
             text = json.dumps(value, allow_nan=False, default=_json_default)
@@ -398,6 +434,17 @@ class Script:
         if not s > 0 or s != s:
             raise ApiError("setIntervalHandler: interval must be > 0 seconds")
         self.interval = max(MIN_INTERVAL, s)
+
+    def _set_flows(self, names: Any) -> None:
+        engine = self.api.flows
+        if engine is None:
+            raise ApiError("setFlowHandler: flows are switched off ([flows] enabled = false)")
+        if names is not None:
+            names = {str(n) for n in (names if isinstance(names, list) else [names])}
+        self.flow_names = names
+        if not self.flow_handler:
+            self._flow_after = int(engine.last_flow_id())     # flows logged from now on
+        self.flow_handler = True
 
     def _set_events(self, ids: Any) -> None:
         if ids is not None:

@@ -384,6 +384,9 @@ def own_metrics_text(parts: Mapping[str, Any]) -> str:
                            ("dropped", "calls refused because the script's queue was full"),
                            ("restarts", "times the script was started again after it stopped")):
             add(f"fastflow_script_{key}_total", "counter", help_, lab, int(sc.get(key) or 0))
+        add("fastflow_script_flows_missed_total", "counter",
+            "logged flows not handed to the script's flow handler (it fell behind)", lab,
+            int(sc.get("flowsMissed") or 0))
     return _families_text(fams)
 
 
