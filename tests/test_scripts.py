@@ -619,6 +619,25 @@ def test_store_persisted_and_system_property(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "state" / "scripts" / "s.js.store.json").read_text())["count"] == 2
 
 
+def test_shared_values_between_scripts(hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastflow.scripts.api as api_mod
+
+    monkeypatch.setattr(api_mod, "MAX_SHARED_BYTES", 200)
+    host = hosts({"writer.js": """
+      sharedSet('config', {replicas: [1, 3]}); sharedSet('tmp', 1); sharedSet('tmp');
+      var full = null;
+      try { sharedSet('big', new Array(300).join('x')); } catch (e) { full = '' + e; }
+      setHttpHandler(function() { return full; });""",
+                  "reader.js": """
+      setHttpHandler(function() {
+        return {config: sharedGet('config'), tmp: sharedGet('tmp'), big: sharedGet('big')};
+      });"""})
+    with ServerThread(script_routes(host)) as srv:
+        assert "shared store is full" in http_json(srv.port, "GET", "/script/writer.js/json")[1]
+        r = http_json(srv.port, "GET", "/script/reader.js/json")[1]
+    assert r == {"config": {"replicas": [1, 3]}, "tmp": None, "big": None}
+
+
 # ---------------------------------------------------------------------------------- config
 def test_config_scripts_section(tmp_path: Path) -> None:
     js = tmp_path / "a.js"

@@ -78,6 +78,8 @@ function http(url, operation, type, body, user, password) {
 function http2(options) { return __ffc('http2', [options]); }
 function storeGet(key) { return __ffc('storeGet', [key]); }
 function storeSet(key, value) { __ffc('storeSet', [key, value === undefined ? null : value]); }
+function sharedGet(key) { return __ffc('sharedGet', [key]); }
+function sharedSet(key, value) { __ffc('sharedSet', [key, value === undefined ? null : value]); }
 function getSystemProperty(name) { return __ffc('getSystemProperty', [name]); }
 function flowKeys() { return __ffc('flowKeys', []); }
 function scriptdir() { return __ffc('scriptdir', []); }

@@ -19,6 +19,7 @@ snapshot.
 | ``http(url, op, type, body, user, pw)`` / ``http2({...})`` | :mod:`fastflow.scripts.fetch` |
 | ``logInfo/logWarning/logSevere/logFine(msg)`` | logger ``fastflow.script.<file>`` (INFO, WARNING, SEVERE, FINE) |
 | ``storeGet(key)`` / ``storeSet(key, value)`` | a JSON file per script under the state directory |
+| ``sharedGet(key)`` / ``sharedSet(key, value)`` | values shared by all scripts, in memory (10k keys, 16 MB) |
 | ``getSystemProperty(name)`` | ``[scripts] properties`` |
 """
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 MAX_STORE_BYTES = 1 << 20
 MAX_INCLUDE_BYTES = 1 << 20
+MAX_SHARED_KEYS = 10_000
+MAX_SHARED_BYTES = 16 << 20
 # sFlow-RT's log levels (java.util.logging): SEVERE and FINE, between Python's own so that level
 # filters behave (SEVERE shows wherever ERROR does, FINE only at debug), printed by their names
 SEVERE = logging.ERROR + 1
@@ -143,6 +146,9 @@ class ScriptApi:
         self.state_dir = state_dir
         self.http_timeout = http_timeout
         self._stores: dict[str, Store] = {}
+        self._shared: dict[str, str] = {}          # sharedSet values, as JSON text
+        self._shared_bytes = 0
+        self._shared_lock = threading.Lock()
         self._stores_lock = threading.Lock()
         self.functions: dict[str, Callable[[Script, list[Any]], Any]] = {
             "metric": self.metric, "table": self.table, "dump": self.dump, "agents": self.agents,
@@ -150,6 +156,7 @@ class ScriptApi:
             "clearFlow": self.clear_flow, "flowKeys": self.flow_keys, "setThreshold": self.set_threshold,
             "clearThreshold": self.clear_threshold, "http": self.http, "http2": self.http2,
             "storeGet": self.store_get, "storeSet": self.store_set,
+            "sharedGet": self.shared_get, "sharedSet": self.shared_set,
             "getSystemProperty": self.get_system_property, "scriptdir": self.scriptdir,
             "include": self.include,
             "logInfo": self._log(logging.INFO), "logWarning": self._log(logging.WARNING),
@@ -291,6 +298,29 @@ class ScriptApi:
 
     def store_set(self, script: Script, a: list[Any]) -> None:
         self._store(script).set(str(a[0]), a[1])
+
+    def shared_get(self, script: Script, a: list[Any]) -> Any:
+        with self._shared_lock:
+            text = self._shared.get(str(a[0]))
+        return None if text is None else json.loads(text)
+
+    def shared_set(self, script: Script, a: list[Any]) -> None:
+        """sFlow-RT's ``sharedSet``: a value every script can read, in memory, bounded."""
+        key = str(a[0])
+        text = None if a[1] is None else json.dumps(a[1], separators=(",", ":"))
+        with self._shared_lock:
+            old = self._shared.pop(key, None)
+            size = self._shared_bytes - (0 if old is None else len(key) + len(old))
+            if text is not None:
+                if len(self._shared) >= MAX_SHARED_KEYS or \
+                        size + len(key) + len(text) > MAX_SHARED_BYTES:
+                    if old is not None:
+                        self._shared[key] = old
+                    raise ApiError(f"sharedSet: the shared store is full ({MAX_SHARED_KEYS} keys, "
+                                   f"{MAX_SHARED_BYTES} bytes)")
+                self._shared[key] = text
+                size += len(key) + len(text)
+            self._shared_bytes = size
 
     def get_system_property(self, script: Script, a: list[Any]) -> Any:
         return self.properties.get(str(a[0]))
