@@ -90,6 +90,7 @@ class Script:
         self.interval: float | None = None
         self.has_http = False
         self.event_ids: list[str] | None = None
+        self.event_handler = False
         self._event_listener = False
         self.calls = 0
         self.errors = 0
@@ -143,7 +144,7 @@ class Script:
     def on_event(self, evt: Mapping[str, Any]) -> None:
         """Thresholds listener: queue the event for the script's event handler (dropped if full)."""
         ids = self.event_ids
-        if ids is not None and evt.get("thresholdID") not in ids:
+        if not self.event_handler or (ids is not None and evt.get("thresholdID") not in ids):
             return
         try:
             self.submit("event", dict(evt))
@@ -153,7 +154,7 @@ class Script:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "app": self.app, "path": str(self.path), "state": self.state,
                 "reason": self.reason, "interval": self.interval, "httpHandler": self.has_http,
-                "eventHandler": self.event_ids is not None or self._event_listener,
+                "eventHandler": self.event_handler,
                 "calls": self.calls, "errors": self.errors, "dropped": self.dropped,
                 "restarts": self.restarts, "flowHandler": self.flow_handler,
                 "flowsMissed": self.flows_missed,
@@ -188,6 +189,7 @@ class Script:
                 backoff = min(backoff * 2, max(RESTART_MAX_S, self.restart_pause))
                 self.restarts += 1
                 self.interval, self.has_http, self.event_ids = None, False, None
+                self.event_handler = False
                 self.flow_handler, self.flow_names = False, None
                 self._buf.clear()
                 self.state, self.reason = "starting", ""
@@ -450,13 +452,13 @@ class Script:
         if ids is not None:
             ids = [str(i) for i in (ids if isinstance(ids, list) else [ids])]
         self.event_ids = ids
-        if self._event_listener:
-            return
-        th = self.api.thresholds
-        if th is None:
-            raise ApiError("setEventHandler: thresholds are not available in this service")
-        th.add_listener(self.on_event)
-        self._event_listener = True
+        if not self._event_listener:
+            th = self.api.thresholds
+            if th is None:
+                raise ApiError("setEventHandler: thresholds are not available in this service")
+            th.add_listener(self.on_event)
+            self._event_listener = True
+        self.event_handler = True
 
 
 def _json_default(obj: Any) -> Any:
