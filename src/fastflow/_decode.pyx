@@ -24,6 +24,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from fastflow import _schema
+from fastflow._intern import keep_order
 
 if sys.byteorder != "little":  # pragma: no cover - the rows are written little-endian in place
     raise ImportError("fastflow._decode needs a little-endian host")
@@ -285,6 +286,39 @@ cdef void _intern_truncate(Intern *t, uint32_t n0) noexcept nogil:
         t.slots[i] = 0
     t.arena_len = t.ent_off[n0]
     t.n = n0
+
+
+cdef int _intern_compact(Intern *t, const uint32_t *order, uint32_t m) noexcept nogil:
+    """Rebuild ``t`` with only the entries ``order`` (ascending, starting with 0), renumbered
+    0..m-1 in that order, with a slot table sized for them; 0 on allocation failure (``t`` is
+    then unchanged)."""
+    cdef Intern nt
+    cdef uint32_t j, e, size = 4096, i
+    if not _intern_init(&nt):
+        _intern_free(&nt)
+        return 0
+    for j in range(m):
+        e = order[j]
+        if not _intern_add(&nt, t.arena + t.ent_off[e], t.ent_len[e], t.ent_hash[e]):
+            _intern_free(&nt)
+            return 0
+    while <uint64_t>size < <uint64_t>4 * m:
+        size *= 2
+    free(nt.slots)
+    nt.slots = <uint32_t *>malloc(size * sizeof(uint32_t))
+    if nt.slots == NULL:
+        _intern_free(&nt)
+        return 0
+    memset(nt.slots, 0, size * sizeof(uint32_t))
+    nt.slot_mask = size - 1
+    for e in range(nt.n):
+        i = nt.ent_hash[e] & nt.slot_mask
+        while nt.slots[i] != 0:
+            i = (i + 1) & nt.slot_mask
+        nt.slots[i] = e + 1
+    _intern_free(t)
+    t[0] = nt
+    return 1
 
 
 cdef inline void _sample_head(uint8_t *row, const SampleCols *c, const DgCtx *ctx, uint32_t seq,
@@ -613,6 +647,25 @@ cdef class Decoder:
             else:
                 cache.append("unknown")
         return list(cache)
+
+    def compact_interned(self, keep_strings, keep_agents):
+        """Keep only the string and agent entries whose indices are in ``keep_strings`` /
+        ``keep_agents`` (index 0 always stays), renumbered in their old order, and give the rest
+        of the tables' memory back. Returns ``(string_map, agent_map)``: uint32 arrays, old index
+        -> new index (0 for an entry dropped), for whoever holds indices to renumber theirs.
+        Only between feeds, with no rows held (call :meth:`clear` first)."""
+        if self.n_datagrams or self.n_counters or self.n_flows or self._busy:
+            raise RuntimeError("compact_interned: the decoder holds rows; clear() first")
+        smap, sorder = keep_order(keep_strings, self._strings.n)
+        amap, aorder = keep_order(keep_agents, self._agents.n)
+        cdef const uint32_t[::1] so = sorder
+        cdef const uint32_t[::1] ao = aorder
+        if not (_intern_compact(&self._strings, &so[0], <uint32_t>len(sorder)) and
+                _intern_compact(&self._agents, &ao[0], <uint32_t>len(aorder))):
+            raise MemoryError("cannot allocate the compacted intern tables")
+        self._strings_text = [""]          # rebuilt lazily by strings() / agents()
+        self._agents_text = [""]
+        return smap, amap
 
     # ---------------------------------------------------------------------------------------------
     # the walk (all nogil)

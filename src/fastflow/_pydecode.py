@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fastflow._intern import keep_order
 from fastflow._schema import (
     COUNTER_BIT_BY_FORMAT,
     COUNTER_DTYPE,
@@ -592,6 +593,31 @@ class Decoder:
         """The agent table as text; index 0 is reserved ("")."""
         return [""] + [_addr_text(af, raw) for af, raw in self._agents[1:]]
 
+    def compact_interned(self, keep_strings: Any, keep_agents: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Keep only the string and agent entries whose indices are in ``keep_strings`` /
+        ``keep_agents`` (index 0 always stays), renumbered in their old order. Returns
+        ``(string_map, agent_map)``: uint32 arrays, old index -> new index (0 for an entry
+        dropped). Only with no rows held (call :meth:`clear` first)."""
+        if self.n_datagrams or self.n_counters or self.n_flows:
+            raise RuntimeError("compact_interned: the decoder holds rows; clear() first")
+        smap, sorder = keep_order(keep_strings, len(self._strings))
+        amap, aorder = keep_order(keep_agents, len(self._agents))
+        self._strings = [self._strings[i] for i in sorder.tolist()]
+        self._string_index = {raw: i for i, raw in enumerate(self._strings)}
+        self._agents = [self._agents[i] for i in aorder.tolist()]
+        self._agent_index = {key: i for i, key in enumerate(self._agents) if i}
+        return smap, amap
+
+    @property
+    def n_strings(self) -> int:
+        """Entries in the string table (index 0, "", included)."""
+        return len(self._strings)
+
+    @property
+    def n_agents(self) -> int:
+        """Entries in the agent table (reserved index 0 included)."""
+        return len(self._agents)
+
     def clear(self) -> None:
         """Row counts back to 0 (intern tables and error counts are kept)."""
         self.n_datagrams = self.n_counters = self.n_flows = 0
@@ -939,3 +965,4 @@ class ColumnDecoder(Decoder):
         samples, records = split_counters(wide)
         self.clear()
         return {"datagrams": dg, "samples": samples, "flows": fl, "records": records}
+
