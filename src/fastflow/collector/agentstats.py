@@ -299,6 +299,37 @@ class AgentStats:
         self._kernel.bind()
 
     # --------------------------------------------------------------------------------- queries
+    # ------------------------------------------------------------------------ intern indices
+    def interned_refs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(string indices, agent indices) held: the agents and sub-agent streams tracked."""
+        a = np.fromiter(self._aindex.keys(), np.int64, len(self._aindex))
+        st = np.fromiter(self._sindex.keys(), np.uint64, len(self._sindex)) >> np.uint64(32)
+        return np.zeros(0, np.int64), np.concatenate([a, st.astype(np.int64)])
+
+    def remap_interned(self, smap: np.ndarray, amap: np.ndarray) -> None:
+        """Renumber agent indices after the decoder compacted its tables (old -> new). Sample
+        sequence state of agents no longer tracked is dropped (it starts afresh)."""
+        live = np.fromiter(self._aindex.values(), np.int64, len(self._aindex))
+        self._aid[live] = amap[self._aid[live]]
+        self._aindex = dict(zip(self._aid[live].tolist(), live.tolist(), strict=True))
+        sl = np.fromiter(self._sindex.values(), np.int64, len(self._sindex))
+        self._sagent[sl] = amap[self._sagent[sl]]
+        sub = np.fromiter(self._sindex.keys(), np.uint64, len(self._sindex)) & np.uint64(0xFFFFFFFF)
+        skeys = (self._sagent[sl].astype(np.uint64) << np.uint64(32)) | sub
+        self._sindex = dict(zip(skeys.tolist(), sl.tolist(), strict=True))
+        low = np.uint64((1 << 40) - 1)
+        for st in self._state.values():
+            used = st.keys != 0
+            k = st.keys[used] - np.uint64(1)
+            old = (k >> np.uint64(40)).astype(np.int64)
+            new = amap[np.minimum(old, len(amap) - 1)].astype(np.uint64)
+            gone = ((new == 0) & (old != 0)) | (old >= len(amap))
+            nk = ((new << np.uint64(40)) | (k & low)) + np.uint64(1)
+            nk[gone] = 0                        # an empty slot: rehash leaves it behind
+            st.keys[used] = nk
+            self._kernel.rehash(st, len(st.keys))
+        self._kernel.bind()
+
     def _slots(self) -> list[tuple[str, int]]:
         return sorted((self._names[a], a) for a in self._aindex.values())
 

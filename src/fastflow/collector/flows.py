@@ -263,6 +263,16 @@ class FlowDefinition:
         return agents(int(a)), data_source_text(int(cls), int(idx))
 
 
+def _agent_words(d: FlowDefinition) -> list[int]:
+    """Row positions of the words of ``d``'s plain ``agent`` keys (agent indices)."""
+    out, pos = [], 3
+    for spec in d.keys:
+        if spec.name == "agent":
+            out.append(pos)
+        pos += spec.nwords
+    return out
+
+
 def _group(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows of uint64 columns: (rows (m, k) uint64, inverse (n,) int)."""
     arr = np.ascontiguousarray(np.stack(cols, axis=1).astype(np.uint64, copy=False))
@@ -404,6 +414,22 @@ class SourceTable:
         self.lost = np.insert(self.lost, pos, lost)
         self.jumps = np.insert(self.jumps, pos, jumps)
         self.last_seen = np.insert(self.last_seen, pos, np.full(len(rows), now))
+
+    def remap_agents(self, amap: np.ndarray) -> None:
+        """Renumber agent indices (old -> new, 0: no longer known: the entry is dropped)."""
+        if not len(self.keys):
+            return
+        old = (self.keys[:, 0] >> np.uint64(32)).astype(np.int64)
+        new = amap[np.minimum(old, len(amap) - 1)].astype(np.uint64)
+        gone = ((new == 0) & (old != 0)) | (old >= len(amap))
+        self.keys[:, 0] = (new << np.uint64(32)) | (self.keys[:, 0] & np.uint64(0xFFFFFFFF))
+        self._drop(gone)
+        rv = _void(self.keys)
+        order = np.argsort(rv, kind="stable")
+        self.keys = self.keys[order]
+        self.sorted = rv[order]
+        for c in self.COLS:
+            setattr(self, c, getattr(self, c)[order])
 
     def top(self, n: int, agents: Callable[[int], str]) -> list[dict[str, Any]]:
         """The ``n`` sources with the most lost samples (then most samples)."""
@@ -722,6 +748,33 @@ class FlowEngine:
         if not alive.all():
             self._flush_log(d, ~alive)
             d.keep(alive)
+
+    # -- intern indices -------------------------------------------------------------------------
+    def interned_refs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(string indices, agent indices) held: the agents of every flow (and of ``agent``
+        keys) and of the loss state."""
+        with self.lock:
+            agents = [(self.sources.keys[:, 0] >> np.uint64(32)).astype(np.int64)]
+            for d in self._defs.values():
+                agents.append(d.rows[:d.size, 0].astype(np.int64))
+                for pos in _agent_words(d):
+                    agents.append(d.rows[:d.size, pos].astype(np.int64))
+        return np.zeros(0, np.int64), np.concatenate(agents)
+
+    def remap_interned(self, smap: np.ndarray, amap: np.ndarray) -> None:
+        """Renumber agent indices after the decoder compacted its tables (old -> new). A
+        definition whose key functions compute on agent text starts its flows afresh."""
+        with self.lock:
+            self.sources.remap_agents(amap)
+            for d in self._defs.values():
+                k = d.size
+                if any("agent" in spec.name and spec.name != "agent" for spec in d.keys):
+                    d.keep(np.zeros(k, bool))
+                    continue
+                for pos in [0, *_agent_words(d)]:
+                    col = d.rows[:k, pos]
+                    d.rows[:k, pos] = amap[np.minimum(col, len(amap) - 1).astype(np.int64)]
+                d._reindex()
 
     # -- queries --------------------------------------------------------------------------------
     def now(self) -> float:

@@ -14,6 +14,7 @@ see exactly the same data and the same clock as the live service would have.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+COMPACT_MIN_S = 10.0     # seconds between two compactions of the decoder's intern tables
+COMPACT_IDLE_S = 300.0   # ... and between two made only to give back what sinks let go of
 
 
 @runtime_checkable
@@ -74,8 +78,8 @@ class ReplayClock:
 class StringView:
     """Index -> text for one of the decoder's intern tables (strings or agents).
 
-    The decoder's tables only grow, so the text list is fetched once and re-fetched only when an
-    index beyond it is asked for. Index 0 is "" (absent); an index the decoder does not know (yet)
+    Between two compactions (:meth:`Pipeline.compact_interned`) the decoder's tables only grow, so
+    the text list is fetched once and re-fetched only when an index beyond it is asked for. Index 0 is "" (absent); an index the decoder does not know (yet)
     gives "".
     """
 
@@ -86,6 +90,11 @@ class StringView:
 
     def _refresh(self) -> None:
         self._cache = list(self._fetch())
+        self._index = None
+
+    def invalidate(self) -> None:
+        """Forget the cached text (the decoder renumbered its table: a compaction)."""
+        self._cache = []
         self._index = None
 
     def __getitem__(self, i: int) -> str:
@@ -135,7 +144,12 @@ class Batch:
 
 @runtime_checkable
 class Sink(Protocol):
-    """Anything that consumes decoded batches (store, agent statistics, top flows, ...)."""
+    """Anything that consumes decoded batches (store, agent statistics, top flows, ...).
+
+    A sink that keeps the decoder's string or agent indices beyond ``add`` also has
+    ``interned_refs() -> (string indices, agent indices)`` and ``remap_interned(smap, amap)``
+    (old index -> new index arrays), so that :meth:`Pipeline.compact_interned` can drop what no
+    sink holds; a sink without them must keep text, not indices."""
 
     def add(self, tables: Batch) -> None: ...
 
@@ -144,6 +158,8 @@ class Sink(Protocol):
 class _Counts:
     datagrams: int = 0
     oversize: int = 0
+    compactions: int = 0
+    interned_dropped: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -162,6 +178,15 @@ class Pipeline:
         self.strings = StringView(decoder.strings)
         self.agents = StringView(decoder.agents)
         self._counts = _Counts()
+        cap = int(getattr(decoder, "max_interned", 0) or getattr(decoder, "_max_interned", 0))
+        # the decoder's string and agent tables are compacted when either reaches half its cap
+        # (then twice what survived), at most every COMPACT_MIN_S seconds, and every
+        # COMPACT_IDLE_S while they hold more than 1/16 of the cap: entries no sink holds any more
+        # (spoofed agents, containers long gone) are dropped and their memory given back
+        self._compact_floor = max(cap // 2, 2) if cap else 0
+        self._compact_at = self._compact_floor
+        self._compact_cap = cap
+        self._last_compact = -math.inf
 
     # ------------------------------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:
@@ -217,6 +242,57 @@ class Pipeline:
                 self._counts.datagrams += k
                 self._emit()
                 dec.clear()
+                if self._compact_at:
+                    self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        """Compact when a table reached the threshold, or every COMPACT_IDLE_S while the tables
+        are not small (what the sinks expired since, e.g. after a flood, is given back)."""
+        dec = self.decoder
+        n = max(int(dec.n_strings), int(dec.n_agents))
+        mono = time.monotonic()
+        since = mono - self._last_compact
+        if since < COMPACT_MIN_S:
+            return
+        if n >= self._compact_at or (n > self._compact_floor // 8 and since >= COMPACT_IDLE_S):
+            self.compact_interned()
+
+    def compact_interned(self) -> dict[str, int]:
+        """Drop the decoder's intern-table entries that no sink holds, renumber the rest in the
+        decoder and in every sink (``interned_refs`` / ``remap_interned``), and give the memory
+        back. Runs under the lock, between decoder flushes; returns what it did."""
+        with self.lock:
+            dec = self.decoder
+            before = (int(dec.n_strings), int(dec.n_agents))
+            strings: list[np.ndarray] = [np.zeros(0, np.int64)]
+            agents: list[np.ndarray] = [np.zeros(0, np.int64)]
+            holders: list[Any] = []
+            for sink in self.sinks:
+                refs = getattr(sink, "interned_refs", None)
+                if refs is None:
+                    continue
+                s_idx, a_idx = refs()
+                strings.append(np.asarray(s_idx, np.int64).ravel())
+                agents.append(np.asarray(a_idx, np.int64).ravel())
+                holders.append(sink)
+            dec.clear()
+            smap, amap = dec.compact_interned(np.concatenate(strings), np.concatenate(agents))
+            for sink in holders:
+                sink.remap_interned(smap, amap)
+            self.strings.invalidate()
+            self.agents.invalidate()
+            after = (int(dec.n_strings), int(dec.n_agents))
+            dropped = before[0] - after[0] + before[1] - after[1]
+            self._counts.compactions += 1
+            self._counts.interned_dropped += dropped
+            self._last_compact = time.monotonic()
+            nxt = max(self._compact_floor, 2 * max(after))
+            self._compact_at = min(nxt, self._compact_cap) if self._compact_cap else nxt
+        log.info("intern tables compacted: strings %d -> %d, agents %d -> %d (entries no longer "
+                 "held by any data source, agent or flow; %d compactions)", before[0], after[0],
+                 before[1], after[1], self._counts.compactions)
+        return {"strings_before": before[0], "strings_after": after[0],
+                "agents_before": before[1], "agents_after": after[1]}
 
     def tick(self) -> None:
         """Housekeeping of every sink that has it (expiry, eviction, memory given back), for
@@ -226,6 +302,8 @@ class Pipeline:
                 fn = getattr(sink, "tick", None)
                 if fn is not None:
                     fn()
+            if self._compact_at:
+                self._maybe_compact()
 
     def _emit(self) -> None:
         dec = self.decoder
@@ -296,6 +374,13 @@ class Pipeline:
             if refusals is not None:
                 out.update({k: v for k, v in refusals().items() if v})
         return out
+
+    def interned_stats(self) -> dict[str, int]:
+        """The decoder's intern tables: entries, cap, compactions and entries they dropped."""
+        dec = self.decoder
+        return {"strings": int(dec.n_strings), "agents": int(dec.n_agents),
+                "max_interned": self._compact_cap, "compactions": self._counts.compactions,
+                "dropped": self._counts.interned_dropped}
 
     @property
     def n_datagrams(self) -> int:

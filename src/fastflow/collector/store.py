@@ -74,6 +74,8 @@ _H_KEYS, _H_LIVE, _H_FULL, _H_ROWS = 0, 1, 2, 3
 
 _HOST_DESCR_BIT = 1 << COUNTER_BIT["host_descr"]
 _KEY_TEXT_COLS = ("hostname", "machine_type", "os_name", "os_release")
+_KEY_STR_COLS = ("hostname", "os_release")      # intern-table indices (the others are enums)
+_RING_STR_COLS = ("ifname",)
 _MIN_CAP = 64
 _LOG_EVERY = 10.0                 # seconds between two "store full" warnings
 
@@ -458,6 +460,49 @@ class Store:
         self.generation += 1
         self._kernel.bind()
         return True
+
+    # ------------------------------------------------------------------ intern indices
+    def interned_refs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(string indices, agent indices) the live data sources hold: their host_descr strings,
+        interface names in the rings, and their agents (for the pipeline's compaction)."""
+        n = self.n_keys
+        k = self.k
+        live = np.nonzero(k["alive"][:n])[0]
+        strings = [k[c][live] for c in _KEY_STR_COLS]
+        for ring in self.rings.values():
+            cols = [c for c in _RING_STR_COLS if c in ring.dtype.names]   # type: ignore[operator]
+            if cols:
+                used = ring.used_rows()
+                for c in cols:
+                    strings += [ring.last[c][used], ring.prev[c][used]]
+                    if ring.keeps_history:
+                        strings.append(ring.data[c][:, used].ravel())
+        return np.concatenate(strings), k["agent"][live].copy()
+
+    def remap_interned(self, smap: np.ndarray, amap: np.ndarray) -> None:
+        """Renumber the held indices after the decoder compacted its intern tables (old index ->
+        new index); the slot index is rebuilt for the new agent numbers."""
+        n = self.n_keys
+        k = self.k
+        live = np.nonzero(k["alive"][:n])[0]
+        for c in _KEY_STR_COLS:
+            k[c][live] = smap[k[c][live]]
+        agent = amap[k["agent"][live]]
+        k["agent"][live] = agent
+        k["key"][live] = (agent.astype(np.uint64) << np.uint64(32)) | \
+            k["source_id"][live].astype(np.uint64)
+        for ring in self.rings.values():
+            cols = [c for c in _RING_STR_COLS if c in ring.dtype.names]   # type: ignore[operator]
+            if cols:
+                used = ring.used_rows()
+                for c in cols:
+                    for arr in (ring.last, ring.prev):
+                        arr[c][used] = smap[arr[c][used]]
+                    if ring.keeps_history:
+                        ring.data[c][:, used] = smap[ring.data[c][:, used]]
+        self._index = dict(zip(k["key"][live].tolist(), live.tolist(), strict=True))
+        self.generation += 1
+        self._kernel.bind()
 
     # ------------------------------------------------------------------ reading
     def fresh(self, now: float | None = None) -> np.ndarray:

@@ -282,7 +282,8 @@ def own_metrics_text(parts: Mapping[str, Any]) -> str:
     ``parts``: ``uptime`` (s), ``ingest`` (dict), ``errors`` ({reason: n}), ``kinds``
     ({reason: kind}), ``agents`` ({agent: stats, sFlow-RT names}), ``http`` (server stats),
     ``scaler`` (Scaler.state() or None), ``scaler_events`` (list), ``thresholds`` (stats),
-    ``metrics`` (Metrics.stats()), ``scripts`` (ScriptHost.state()).
+    ``metrics`` (Metrics.stats()), ``scripts`` (ScriptHost.state()), ``interned`` (the
+    decoder's intern tables, Pipeline.interned_stats()).
     """
     fams: dict[str, Family] = {}
 
@@ -375,6 +376,18 @@ def own_metrics_text(parts: Mapping[str, Any]) -> str:
             add("fastflow_scaler_decisions_total", "counter",
                 "scaling decisions in the scaler's event log, by service and action",
                 {"service": svc, "action": action, "dry_run": str(dry).lower()}, n)
+    it = parts.get("interned") or {}
+    if it:
+        for key, help_ in (("strings", "entries in the decoder's string table"),
+                           ("agents", "entries in the decoder's agent table")):
+            add(f"fastflow_decoder_interned_{key}", "gauge", help_, {}, int(it.get(key, 0)))
+        add("fastflow_decoder_interned_max", "gauge", "cap of each intern table", {},
+            int(it.get("max_interned", 0)))
+        add("fastflow_decoder_intern_compactions_total", "counter",
+            "compactions of the intern tables (entries no sink holds dropped)", {},
+            int(it.get("compactions", 0)))
+        add("fastflow_decoder_interned_dropped_total", "counter",
+            "intern-table entries dropped by compactions", {}, int(it.get("dropped", 0)))
     for sc in parts.get("scripts") or []:
         lab = {"script": sc.get("name", ""), "app": sc.get("app") or ""}
         add("fastflow_script_running", "gauge", "script loaded and running (1), else 0", lab,
@@ -539,6 +552,15 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         return json_response(analyzer_stats())
 
     # ------------------------------------------------------------------ health and errors
+    def interned() -> dict[str, int]:
+        fn = getattr(pipeline, "interned_stats", None)
+        if fn is None:
+            return {}
+        if lock is not None:
+            with lock:
+                return dict(fn())
+        return dict(fn())
+
     def health(req: Request) -> Response:
         ing = _call_stats(ingest_stats)
         errs = errors()
@@ -547,7 +569,8 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
             "status": "ok", "version": __version__, "uptime": round(time.time() - t0, 3),
             "ingest": ing,
             "decoder": {"errors": errs, "rejected": sum(
-                v for k, v in errs.items() if kinds.get(k, "error") == "error")},
+                v for k, v in errs.items() if kinds.get(k, "error") == "error"),
+                "interned": interned()},
             "agents": len(agents_snapshot())}
         srv = server() if server is not None else None
         if srv is not None:
@@ -576,7 +599,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
     def own_parts() -> dict[str, Any]:
         parts: dict[str, Any] = {"uptime": time.time() - t0, "ingest": _call_stats(ingest_stats),
                                  "errors": errors(), "kinds": _reason_kinds(),
-                                 "agents": agents_snapshot()}
+                                 "agents": agents_snapshot(), "interned": interned()}
         srv = server() if server is not None else None
         if srv is not None:
             parts["http"] = dict(srv.stats)
