@@ -89,6 +89,11 @@ class _LockedAgentStats:
         with self._lock:
             return self._a.snapshot()
 
+    def count(self) -> int:
+        """Agents tracked (without building their snapshot)."""
+        with self._lock:
+            return int(self._a.stats()["agents"])
+
 
 class Service:
     """The running collector: ingest thread + pipeline + API server + scaler task."""

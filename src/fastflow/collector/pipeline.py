@@ -14,7 +14,6 @@ see exactly the same data and the same clock as the live service would have.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -186,7 +185,7 @@ class Pipeline:
         self._compact_floor = max(cap // 2, 2) if cap else 0
         self._compact_at = self._compact_floor
         self._compact_cap = cap
-        self._last_compact = -math.inf
+        self._last_compact = time.monotonic()
 
     # ------------------------------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:

@@ -552,6 +552,10 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
         return json_response(analyzer_stats())
 
     # ------------------------------------------------------------------ health and errors
+    def agent_count() -> int:
+        fn = getattr(agentstats, "count", None)
+        return int(fn()) if fn is not None else len(agents_snapshot())
+
     def interned() -> dict[str, int]:
         fn = getattr(pipeline, "interned_stats", None)
         if fn is None:
@@ -571,7 +575,7 @@ def core_routes(pipeline: Any, metrics: Any, agentstats: Any = None,
             "decoder": {"errors": errs, "rejected": sum(
                 v for k, v in errs.items() if kinds.get(k, "error") == "error"),
                 "interned": interned()},
-            "agents": len(agents_snapshot())}
+            "agents": agent_count()}
         srv = server() if server is not None else None
         if srv is not None:
             body["http"] = dict(srv.stats, connections=srv.connections,
