@@ -609,6 +609,11 @@ class Decoder:
         return smap, amap
 
     @property
+    def max_interned(self) -> int:
+        """Entries each intern table may hold (``table_full`` beyond)."""
+        return self._max_interned
+
+    @property
     def n_strings(self) -> int:
         """Entries in the string table (index 0, "", included)."""
         return len(self._strings)

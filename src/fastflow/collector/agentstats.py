@@ -298,7 +298,6 @@ class AgentStats:
         self._hw[H_STREAMS_LIVE] = len(skeep)
         self._kernel.bind()
 
-    # --------------------------------------------------------------------------------- queries
     # ------------------------------------------------------------------------ intern indices
     def interned_refs(self) -> tuple[np.ndarray, np.ndarray]:
         """(string indices, agent indices) held: the agents and sub-agent streams tracked."""
@@ -330,6 +329,7 @@ class AgentStats:
             self._kernel.rehash(st, len(st.keys))
         self._kernel.bind()
 
+    # --------------------------------------------------------------------------------- queries
     def _slots(self) -> list[tuple[str, int]]:
         return sorted((self._names[a], a) for a in self._aindex.values())
 

@@ -78,8 +78,8 @@ class StringView:
     """Index -> text for one of the decoder's intern tables (strings or agents).
 
     Between two compactions (:meth:`Pipeline.compact_interned`) the decoder's tables only grow, so
-    the text list is fetched once and re-fetched only when an index beyond it is asked for. Index 0 is "" (absent); an index the decoder does not know (yet)
-    gives "".
+    the text list is fetched once and re-fetched only when an index beyond it is asked for. Index 0
+    is "" (absent); an index the decoder does not know (yet) gives "".
     """
 
     def __init__(self, fetch: Callable[[], list[str]]) -> None:
@@ -177,7 +177,7 @@ class Pipeline:
         self.strings = StringView(decoder.strings)
         self.agents = StringView(decoder.agents)
         self._counts = _Counts()
-        cap = int(getattr(decoder, "max_interned", 0) or getattr(decoder, "_max_interned", 0))
+        cap = int(getattr(decoder, "max_interned", 0))
         # the decoder's string and agent tables are compacted when either reaches half its cap
         # (then twice what survived), at most every COMPACT_MIN_S seconds, and every
         # COMPACT_IDLE_S while they hold more than 1/16 of the cap: entries no sink holds any more

@@ -44,7 +44,7 @@ memory goes back to the system), so the store shrinks after a burst of spoofed s
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -462,44 +462,41 @@ class Store:
         return True
 
     # ------------------------------------------------------------------ intern indices
+    def _ring_strings(self) -> Iterator[tuple[np.ndarray, Any]]:
+        """(column, index) of every intern-string field the rings hold for live data sources."""
+        for ring in self.rings.values():
+            cols = [c for c in _RING_STR_COLS if c in (ring.dtype.names or ())]
+            if not cols:
+                continue
+            used = ring.used_rows()
+            for c in cols:
+                yield ring.last[c], used
+                yield ring.prev[c], used
+                if ring.keeps_history:
+                    yield ring.data[c], (slice(None), used)
+
     def interned_refs(self) -> tuple[np.ndarray, np.ndarray]:
         """(string indices, agent indices) the live data sources hold: their host_descr strings,
         interface names in the rings, and their agents (for the pipeline's compaction)."""
-        n = self.n_keys
         k = self.k
-        live = np.nonzero(k["alive"][:n])[0]
+        live = np.nonzero(k["alive"][: self.n_keys])[0]
         strings = [k[c][live] for c in _KEY_STR_COLS]
-        for ring in self.rings.values():
-            cols = [c for c in _RING_STR_COLS if c in ring.dtype.names]   # type: ignore[operator]
-            if cols:
-                used = ring.used_rows()
-                for c in cols:
-                    strings += [ring.last[c][used], ring.prev[c][used]]
-                    if ring.keeps_history:
-                        strings.append(ring.data[c][:, used].ravel())
+        strings += [col[idx].ravel() for col, idx in self._ring_strings()]
         return np.concatenate(strings), k["agent"][live].copy()
 
     def remap_interned(self, smap: np.ndarray, amap: np.ndarray) -> None:
         """Renumber the held indices after the decoder compacted its intern tables (old index ->
         new index); the slot index is rebuilt for the new agent numbers."""
-        n = self.n_keys
         k = self.k
-        live = np.nonzero(k["alive"][:n])[0]
+        live = np.nonzero(k["alive"][: self.n_keys])[0]
         for c in _KEY_STR_COLS:
             k[c][live] = smap[k[c][live]]
+        for col, idx in self._ring_strings():
+            col[idx] = smap[col[idx]]
         agent = amap[k["agent"][live]]
         k["agent"][live] = agent
         k["key"][live] = (agent.astype(np.uint64) << np.uint64(32)) | \
             k["source_id"][live].astype(np.uint64)
-        for ring in self.rings.values():
-            cols = [c for c in _RING_STR_COLS if c in ring.dtype.names]   # type: ignore[operator]
-            if cols:
-                used = ring.used_rows()
-                for c in cols:
-                    for arr in (ring.last, ring.prev):
-                        arr[c][used] = smap[arr[c][used]]
-                    if ring.keeps_history:
-                        ring.data[c][:, used] = smap[ring.data[c][:, used]]
         self._index = dict(zip(k["key"][live].tolist(), live.tolist(), strict=True))
         self.generation += 1
         self._kernel.bind()
