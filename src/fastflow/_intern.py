@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["keep_order"]
+__all__ = ["keep_order", "renumber"]
 
 
 def keep_order(keep: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,3 +22,12 @@ def keep_order(keep: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros(len(mask), np.uint32)
     out[order] = np.arange(len(order), dtype=np.uint32)
     return out, np.ascontiguousarray(order)
+
+
+def renumber(index_map: np.ndarray, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(new indices, dropped mask) of the indices ``old`` through a compaction's ``index_map``;
+    an index the map does not cover, or whose entry was dropped (mapped to 0), is dropped."""
+    old = np.asarray(old, np.int64)
+    inside = old < len(index_map)
+    new = index_map[np.where(inside, old, 0)]
+    return new, ~inside | ((new == 0) & (old != 0))

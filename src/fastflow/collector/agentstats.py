@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from fastflow._intern import renumber
 from fastflow.collector import compiled_or_twin
 from fastflow.collector.store import trim_heap
 
@@ -320,10 +321,8 @@ class AgentStats:
         for st in self._state.values():
             used = st.keys != 0
             k = st.keys[used] - np.uint64(1)
-            old = (k >> np.uint64(40)).astype(np.int64)
-            new = amap[np.minimum(old, len(amap) - 1)].astype(np.uint64)
-            gone = ((new == 0) & (old != 0)) | (old >= len(amap))
-            nk = ((new << np.uint64(40)) | (k & low)) + np.uint64(1)
+            new, gone = renumber(amap, (k >> np.uint64(40)).astype(np.int64))
+            nk = ((new.astype(np.uint64) << np.uint64(40)) | (k & low)) + np.uint64(1)
             nk[gone] = 0                        # an empty slot: rehash leaves it behind
             st.keys[used] = nk
             self._kernel.rehash(st, len(st.keys))

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fastflow._intern import renumber
 from fastflow.collector.flowfilter import (
     Filter,
     FilterError,
@@ -419,10 +420,9 @@ class SourceTable:
         """Renumber agent indices (old -> new, 0: no longer known: the entry is dropped)."""
         if not len(self.keys):
             return
-        old = (self.keys[:, 0] >> np.uint64(32)).astype(np.int64)
-        new = amap[np.minimum(old, len(amap) - 1)].astype(np.uint64)
-        gone = ((new == 0) & (old != 0)) | (old >= len(amap))
-        self.keys[:, 0] = (new << np.uint64(32)) | (self.keys[:, 0] & np.uint64(0xFFFFFFFF))
+        new, gone = renumber(amap, (self.keys[:, 0] >> np.uint64(32)).astype(np.int64))
+        self.keys[:, 0] = (new.astype(np.uint64) << np.uint64(32)) | \
+            (self.keys[:, 0] & np.uint64(0xFFFFFFFF))
         self._drop(gone)
         rv = _void(self.keys)
         order = np.argsort(rv, kind="stable")
@@ -772,8 +772,7 @@ class FlowEngine:
                     d.keep(np.zeros(k, bool))
                     continue
                 for pos in [0, *_agent_words(d)]:
-                    col = d.rows[:k, pos]
-                    d.rows[:k, pos] = amap[np.minimum(col, len(amap) - 1).astype(np.int64)]
+                    d.rows[:k, pos] = renumber(amap, d.rows[:k, pos].astype(np.int64))[0]
                 d._reindex()
 
     # -- queries --------------------------------------------------------------------------------
