@@ -331,6 +331,11 @@ _KEY_LIST: list[KeySpec] = [
 ]
 
 KEYS: dict[str, KeySpec] = {k.name: k for k in _KEY_LIST}
+
+
+def key_descriptions() -> dict[str, str]:
+    """Every flow key with its description (sFlow-RT ``/flowkeys/json``, a script's ``flowKeys()``)."""
+    return {k.name: k.description for k in _KEY_LIST}
 _KEY_NAME_RX = re.compile(r"^[a-z0-9]+$")
 
 

@@ -35,7 +35,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastflow.collector.flowfilter import KEYS
+from fastflow.collector.flowfilter import key_descriptions
 from fastflow.collector.flows import query_metrics
 from fastflow.scripts import fetch
 
@@ -229,7 +229,7 @@ class ScriptApi:
             raise ApiError(str(exc)) from None
 
     def flow_keys(self, script: Script, a: list[Any]) -> Any:
-        return {k: v.description for k, v in KEYS.items()}
+        return key_descriptions()
 
     def clear_flow(self, script: Script, a: list[Any]) -> None:
         self._flows().delete(str(a[0]))

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from fastflow.collector.flowfilter import KEYS, FilterError
+from fastflow.collector.flowfilter import FilterError, key_descriptions
 from fastflow.collector.flows import VALUES, FlowEngine
 from fastflow.web.http import HTTPError, Request, Response, Route, json_response
 
@@ -45,7 +45,7 @@ def flow_routes(engine: FlowEngine, *, log_poll: float = LOG_POLL) -> list[Route
     waiting = [0]
 
     def flowkeys(req: Request) -> Response:
-        return json_response({k: v.description for k, v in KEYS.items()})
+        return json_response(key_descriptions())
 
     def get(req: Request) -> Response:
         d = engine.definition(req.params["name"])
