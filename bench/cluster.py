@@ -38,11 +38,6 @@ BEFORE = {"cpu_pct": 24.5, "rss_mb": 1500.0, "kernel_drops": 19_743, "sent": 360
           "metric_ms": 310.0, "note": "issue #10: 60 s, burst shape, before this change"}
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -52,13 +47,13 @@ def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)
         h0 = api.json("/healthz")["ingest"]
         cpu0, _ = svc.cpu()
-        peak = [rss_mb(svc.proc.pid)]
+        peak = [e2e.rss_mib(svc.proc.pid)]
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(0.5):
                 try:
-                    peak.append(rss_mb(svc.proc.pid))
+                    peak.append(e2e.rss_mib(svc.proc.pid))
                 except OSError:
                     return
 
@@ -94,7 +89,7 @@ def run_shape(shape: str, args: argparse.Namespace) -> dict[str, Any]:
             "lost": (sent - recv) if sent is not None else None,
             "cpu_pct": round(100.0 * (cpu1 - cpu0) / wall, 2),
             "us_per_datagram": round(1e6 * (cpu1 - cpu0) / recv, 2) if recv else None,
-            "rss_peak_mb": round(max(peak), 1), "rss_end_mb": round(rss_mb(svc.proc.pid), 1),
+            "rss_peak_mb": round(max(peak), 1), "rss_end_mb": round(e2e.rss_mib(svc.proc.pid), 1),
             "data_sources": h1.get("store_data_sources"), "rcvbuf": h1.get("rcvbuf_granted"),
             "metric_ms_median": round(1000 * statistics.median(times), 2),
             "simulator": m, "max_batch": h1.get("max_batch"), "batches": h1["batches"] - h0["batches"],

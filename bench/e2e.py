@@ -164,6 +164,18 @@ class Service:
         return self.proc.returncode
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` (VmRSS from /proc), MiB; 0.0 when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def _stat_cpu(path: Path) -> float:
     text = path.read_text()
     fields = text[text.rindex(")") + 2:].split()   # after "pid (comm) "

@@ -50,11 +50,6 @@ def late(agent: str, name: str, seq: int) -> bytes:
     return E.encode_datagram(E.datagram(agent, [s], sequence_number=seq, uptime=1000 * seq))
 
 
-def rss(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def snap(svc: e2e.Service, api: e2e.Api, label: str, sent: int) -> dict[str, Any]:
@@ -62,7 +57,7 @@ def snap(svc: e2e.Service, api: e2e.Api, label: str, sent: int) -> dict[str, Any
     h = api.json("/healthz")
     dt = time.monotonic() - t
     it = h.get("decoder", {}).get("interned", {})
-    row = {"label": label, "sent": sent, "rss_mib": round(rss(svc.proc.pid), 1),
+    row = {"label": label, "sent": sent, "rss_mib": round(e2e.rss_mib(svc.proc.pid), 1),
            "healthz_s": round(dt, 4), "strings": it.get("strings"), "agents": it.get("agents"),
            "compactions": it.get("compactions"), "dropped": it.get("dropped"),
            "received": h.get("ingest", {}).get("datagrams"),

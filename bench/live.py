@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["linger"] = linger
                 hz = api.json("/healthz").get("ingest", {})
                 r["batches"] = hz.get("batches")
-                r["rss_mb"] = round(_rss(svc.proc.pid) / 2**20, 1)
+                r["rss_mb"] = round(e2e.rss_mib(svc.proc.pid), 1)
                 results.append(r)
                 _row(r)
         finally:
@@ -76,11 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _row(r: dict[str, Any]) -> None:

@@ -39,11 +39,6 @@ BEFORE = {"sources": 343_000, "rss_mib": 2713.0, "healthz_s": None, "note": "RSS
           "GiB, never returned; /metric 3.6 s (issue #11, before the bounds)"}
 
 
-def rss(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def spoofed(i: int) -> bytes:
@@ -65,7 +60,7 @@ def snapshot(svc: e2e.Service, api: e2e.Api, label: str, sent: int) -> dict[str,
     dt, h = timed_health(api)
     ing = h.get("ingest", {})
     row = {"label": label, "datagrams_sent": sent, "sources_sent": sent * PER_DATAGRAM,
-           "rss_mib": round(rss(svc.proc.pid), 1), "healthz_s": round(dt, 4),
+           "rss_mib": round(e2e.rss_mib(svc.proc.pid), 1), "healthz_s": round(dt, 4),
            "received": ing.get("datagrams"), "kernel_drops": ing.get("kernel_drops"),
            "store_data_sources": ing.get("store_data_sources"),
            "store_rejected": ing.get("store_rejected"), "store_evicted": ing.get("store_evicted"),
