@@ -54,6 +54,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,19 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+def health_row(svc: Service, api: Api, label: str,
+               fields: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """One printed row of a bench: ``label``, the service's RSS, how long ``/healthz`` took, and
+    ``fields(healthz answer)``."""
+    t = time.monotonic()
+    h = api.json("/healthz")
+    dt = time.monotonic() - t
+    row = {"label": label, "rss_mib": round(rss_mib(svc.proc.pid), 1), "healthz_s": round(dt, 4),
+           **fields(h)}
+    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
 
 
 def _stat_cpu(path: Path) -> float:

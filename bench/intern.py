@@ -53,18 +53,14 @@ def late(agent: str, name: str, seq: int) -> bytes:
 
 
 def snap(svc: e2e.Service, api: e2e.Api, label: str, sent: int) -> dict[str, Any]:
-    t = time.monotonic()
-    h = api.json("/healthz")
-    dt = time.monotonic() - t
-    it = h.get("decoder", {}).get("interned", {})
-    row = {"label": label, "sent": sent, "rss_mib": round(e2e.rss_mib(svc.proc.pid), 1),
-           "healthz_s": round(dt, 4), "strings": it.get("strings"), "agents": it.get("agents"),
-           "compactions": it.get("compactions"), "dropped": it.get("dropped"),
-           "received": h.get("ingest", {}).get("datagrams"),
-           "kernel_drops": h.get("ingest", {}).get("kernel_drops"),
-           "table_full": h.get("decoder", {}).get("errors", {}).get("table_full", 0)}
-    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    return row
+    def fields(h: dict[str, Any]) -> dict[str, Any]:
+        it = h.get("decoder", {}).get("interned", {})
+        ing = h.get("ingest", {})
+        return {"sent": sent, "strings": it.get("strings"), "agents": it.get("agents"),
+                "compactions": it.get("compactions"), "dropped": it.get("dropped"),
+                "received": ing.get("datagrams"), "kernel_drops": ing.get("kernel_drops"),
+                "table_full": h.get("decoder", {}).get("errors", {}).get("table_full", 0)}
+    return e2e.health_row(svc, api, label, fields)
 
 
 def main(argv: list[str] | None = None) -> int:

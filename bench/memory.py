@@ -50,27 +50,20 @@ def spoofed(i: int) -> bytes:
     return E.encode_datagram(E.datagram(agent, samples, sequence_number=1, uptime=1000))
 
 
-def timed_health(api: e2e.Api) -> tuple[float, dict[str, Any]]:
-    t = time.monotonic()
-    h = api.json("/healthz")
-    return time.monotonic() - t, h
-
-
 def snapshot(svc: e2e.Service, api: e2e.Api, label: str, sent: int) -> dict[str, Any]:
-    dt, h = timed_health(api)
-    ing = h.get("ingest", {})
-    row = {"label": label, "datagrams_sent": sent, "sources_sent": sent * PER_DATAGRAM,
-           "rss_mib": round(e2e.rss_mib(svc.proc.pid), 1), "healthz_s": round(dt, 4),
-           "received": ing.get("datagrams"), "kernel_drops": ing.get("kernel_drops"),
-           "store_data_sources": ing.get("store_data_sources"),
-           "store_rejected": ing.get("store_rejected"), "store_evicted": ing.get("store_evicted"),
-           "store_expired": ing.get("store_expired"), "store_mib": round(
-               ing.get("store_bytes", 0) / 2**20, 1),
-           "agents": ing.get("agentstats_agents"),
-           "agents_rejected": ing.get("agentstats_rejected_agents"),
-           "sample_state": ing.get("agentstats_sample_sources")}
-    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-    return row
+    def fields(h: dict[str, Any]) -> dict[str, Any]:
+        ing = h.get("ingest", {})
+        return {"datagrams_sent": sent, "sources_sent": sent * PER_DATAGRAM,
+                "received": ing.get("datagrams"), "kernel_drops": ing.get("kernel_drops"),
+                "store_data_sources": ing.get("store_data_sources"),
+                "store_rejected": ing.get("store_rejected"),
+                "store_evicted": ing.get("store_evicted"),
+                "store_expired": ing.get("store_expired"),
+                "store_mib": round(ing.get("store_bytes", 0) / 2**20, 1),
+                "agents": ing.get("agentstats_agents"),
+                "agents_rejected": ing.get("agentstats_rejected_agents"),
+                "sample_state": ing.get("agentstats_sample_sources")}
+    return e2e.health_row(svc, api, label, fields)
 
 
 def main(argv: list[str] | None = None) -> int:
