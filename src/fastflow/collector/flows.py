@@ -264,6 +264,18 @@ class FlowDefinition:
         return agents(int(a)), data_source_text(int(cls), int(idx))
 
 
+def _group_max(v: np.ndarray, inv: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (``inv``: group of each value): the largest value and the slot (``idx``) of it."""
+    g = int(inv.max()) + 1
+    o = np.lexsort((-v, inv))                 # by group, largest first
+    first = o[np.r_[True, inv[o][1:] != inv[o][:-1]]]
+    maxes = np.empty(g)
+    maxes[inv[first]] = v[first]
+    best_slot = np.empty(g, np.int64)
+    best_slot[inv[first]] = idx[first]
+    return maxes, best_slot
+
+
 def _agent_words(d: FlowDefinition) -> list[int]:
     """Row positions of the words of ``d``'s plain ``agent`` keys (agent indices)."""
     out, pos = [], 3
@@ -816,26 +828,16 @@ class FlowEngine:
         with self.lock:
             now = self.now()
             self._prune(d, now)
-            k = d.size
-            if k == 0 or limit == 0:
+            if d.size == 0 or limit == 0:
                 return []
-            alive = (now - d.last[:k]) <= self.expire_factor * d.t
-            vals = np.where(alive, d.decayed(now), 0.0)
-            sel = self._agent_mask(d, vals > 0, agents)
-            idx = np.flatnonzero(sel)
+            vals, idx = self._active(d, agents, now)
             if len(idx) == 0:
                 return []
             v = vals[idx]
             _, inv = _group([d.rows[idx, j] for j in range(3, d.width)]) if d.width > 3 else \
                 (None, np.zeros(len(idx), np.int64))
-            g = int(inv.max()) + 1
-            sums = np.bincount(inv, weights=v, minlength=g)
-            o = np.lexsort((-v, inv))                 # by group, largest first
-            first = o[np.r_[True, inv[o][1:] != inv[o][:-1]]]
-            best_slot = np.empty(g, np.int64)
-            best_slot[inv[first]] = idx[first]
-            maxes = np.empty(g)
-            maxes[inv[first]] = v[first]
+            maxes, best_slot = _group_max(v, inv, idx)
+            sums = np.bincount(inv, weights=v, minlength=len(maxes))
             score = maxes if mode == "max" else sums
             keep = np.flatnonzero((score >= min_value) & np.isfinite(score))
             keep = keep[np.argsort(-score[keep], kind="stable")][:limit]
@@ -847,6 +849,14 @@ class FlowEngine:
                             "agent": agent, "dataSource": ds})
         out.sort(key=lambda o: (-o["value"], o["key"]))
         return out
+
+    def _active(self, d: FlowDefinition, agents: str, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(every flow's value at ``now``, 0 for an expired one; slots of the flows with a value
+        at the selected agents)."""
+        k = d.size
+        alive = (now - d.last[:k]) <= self.expire_factor * d.t
+        vals = np.where(alive, d.decayed(now), 0.0)
+        return vals, np.flatnonzero(self._agent_mask(d, vals > 0, agents))
 
     def _agent_mask(self, d: FlowDefinition, sel: np.ndarray, agents: str) -> np.ndarray:
         if agents.strip().upper() in ("ALL", ""):
@@ -900,23 +910,14 @@ class FlowEngine:
         res: dict[str, Any] = {"metricName": spec, "metricN": 0}
         with self.lock:
             now = self.now()
-            k = d.size
-            if k == 0:
+            if d.size == 0:
                 return res
-            alive = (now - d.last[:k]) <= self.expire_factor * d.t
-            vals = np.where(alive, d.decayed(now), 0.0)
-            idx = np.flatnonzero(self._agent_mask(d, vals > 0, agents))
+            vals, idx = self._active(d, agents, now)
             if len(idx) == 0:
                 return res
-            v = vals[idx]
             _, inv = _group([d.rows[idx, j] for j in range(3)])      # (agent, class, index)
-            g = int(inv.max()) + 1
-            o = np.lexsort((-v, inv))
-            first = o[np.r_[True, inv[o][1:] != inv[o][:-1]]]
-            best = np.empty(g)
-            best[inv[first]] = v[first]
-            slot_of = np.empty(g, np.int64)
-            slot_of[inv[first]] = idx[first]
+            best, slot_of = _group_max(vals[idx], inv, idx)
+            g = len(best)
             ages = np.maximum(0.0, now - d.last[slot_of]) * 1000.0
             res["metricN"] = g
             res["lastUpdate"] = int(ages.min())
